@@ -1,0 +1,75 @@
+"""CSRA at test time on a pretrained ImageNet classifier, with no training.
+
+A classifier that ends in global average pooling + a linear layer computes
+W . mean_p f(p) + b = mean_p (W f)(p) + b. Reusing W as a 1x1 convolution
+gives raw class score maps s_c = W f; the paper's four lines then add
+lam * max_p s_c(p) (or the softmax-weighted sum for a finite T). At lam = 0
+the logits are the classifier's own.
+"""
+import torchvision
+from torch import nn
+
+from .download import fetch
+from .head import MAX_POOL_T, CSRAHead
+from .model import CSRAModel, ModelConfig
+from .weights import place_weights, read_state_dict
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+RESNET_LIKE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+               "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
+               "wide_resnet50_2", "wide_resnet101_2")
+EFFICIENTNETS = tuple(f"efficientnet_b{i}" for i in range(8))
+DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
+REGNETS = tuple(n for n in torchvision.models.list_models(torchvision.models) if n.startswith("regnet_"))
+CLASSIFIERS = RESNET_LIKE + EFFICIENTNETS + DENSENETS + REGNETS
+
+
+def _split(name, net):
+    """(feature trunk before the global pool, final linear layer) of a torchvision classifier."""
+    if name in RESNET_LIKE:
+        return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                             net.layer1, net.layer2, net.layer3, net.layer4), net.fc
+    if name in REGNETS:
+        return nn.Sequential(net.stem, net.trunk_output), net.fc
+    if name in EFFICIENTNETS:
+        return net.features, net.classifier[-1]
+    if name in DENSENETS:
+        return nn.Sequential(net.features, nn.ReLU()), net.classifier
+    raise ValueError(f"from_classifier supports {', '.join(CLASSIFIERS)}; got {name!r}")
+
+
+def imagenet_class_names(name):
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    return tuple(weights.meta["categories"])
+
+
+def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_POOL_T,
+                    image_size=224, offline=None):
+    """Wrap torchvision classifier `name` into a CSRA model (1000 ImageNet classes).
+
+    pretrained: True for torchvision's DEFAULT ImageNet weights (downloaded
+    once into torch.hub's cache), False for random weights, or a path to a
+    state dict of that classifier. temperature 99 means max pooling.
+    """
+    if name not in CLASSIFIERS:
+        _split(name, None)
+    net = torchvision.models.get_model(name, weights=None)
+    if pretrained:
+        if pretrained is True:
+            url = torchvision.models.get_model_weights(name).DEFAULT.url
+            source = fetch(url, what=f"ImageNet weights for {name}", offline=offline)
+        else:
+            source = pretrained
+        place_weights(net, read_state_dict(source, what=f"{name} weights"), source)
+    trunk, fc = _split(name, net)
+    head = CSRAHead(fc.in_features, fc.out_features, lam=lam, temperatures=(temperature,),
+                    normalize=False, bias=True)
+    head.classifiers[0].weight.data.copy_(fc.weight.data[:, :, None, None])
+    head.bias.data.copy_(fc.bias.data)
+    config = ModelConfig(backbone=name, num_classes=fc.out_features, lam=lam,
+                         image_size=image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         class_names=imagenet_class_names(name), variant="classifier",
+                         temperatures=(temperature,))
+    return CSRAModel(trunk, head, config).eval()

@@ -1,0 +1,106 @@
+"""A CSRA model: a ResNet backbone plus a CSRA head, with its configuration."""
+from dataclasses import asdict, dataclass, field, fields
+
+from torch import nn
+
+from .backbone import build_backbone
+from .classes import default_class_names
+from .head import CSRAHead, temperatures_for
+from .preprocess import Preprocessing
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model and feed it images, stored in checkpoints."""
+    backbone: str = "resnet101"
+    num_classes: int = 20
+    num_heads: int = 1
+    lam: float = 0.1
+    image_size: int = 448
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+    class_names: tuple = field(default=())
+    variant: str = "csra"  # "csra": trained CSRA head; "classifier": an ImageNet classifier's fc reused
+    temperatures: tuple = ()  # default: the paper's list for num_heads
+
+    def __post_init__(self):
+        if self.variant not in ("csra", "classifier"):
+            raise ValueError(f"variant must be 'csra' or 'classifier', got {self.variant!r}")
+        self.temperatures = tuple(self.temperatures) or temperatures_for(self.num_heads)
+        if self.variant == "csra" and self.temperatures != temperatures_for(self.num_heads):
+            raise ValueError(f"a trained CSRA head with {self.num_heads} heads uses temperatures "
+                             f"{temperatures_for(self.num_heads)}, not {self.temperatures}")
+        self.num_heads = len(self.temperatures)
+        self.mean, self.std = tuple(map(float, self.mean)), tuple(map(float, self.std))
+        self.class_names = tuple(self.class_names) or default_class_names(self.num_classes)
+        if len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    def to_dict(self):
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+class CSRAModel(nn.Module):
+    """backbone -> features (B, D, h, w) -> CSRA head -> logits (B, C)."""
+
+    def __init__(self, backbone, head, config):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.config = config
+
+    @property
+    def lam(self):
+        return self.head.lam
+
+    @lam.setter
+    def lam(self, value):
+        self.head.lam = float(value)
+
+    @property
+    def class_names(self):
+        return self.config.class_names
+
+    @property
+    def preprocessing(self):
+        return Preprocessing(self.config.image_size, self.config.mean, self.config.std)
+
+    def forward_features(self, x):
+        return self.backbone(x)
+
+    def forward_head(self, features):
+        return self.head(features)
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def build_model(backbone="resnet101", num_classes=20, num_heads=1, lam=0.1, pretrained=None,
+                image_size=448, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=(),
+                offline=None):
+    """A ResNet + CSRA model.
+
+    pretrained: None (random init), "imagenet" (torchvision's ImageNet weights
+    for the backbone) or the path of a torchvision-format ResNet state dict.
+    The head always starts from random weights.
+    """
+    config = ModelConfig(backbone, num_classes, num_heads, lam, image_size, mean, std, class_names)
+    trunk = build_backbone(backbone, pretrained, offline=offline)
+    head = CSRAHead(trunk.out_channels, num_classes, num_heads, lam)
+    return CSRAModel(trunk, head, config)
+
+
+def model_from_config(config):
+    """A randomly initialised model of this configuration (weights are loaded afterwards)."""
+    if config.variant == "classifier":
+        from .classifier import from_classifier
+        return from_classifier(config.backbone, pretrained=False, lam=config.lam,
+                               temperature=config.temperatures[0], image_size=config.image_size)
+    return build_model(**{k: getattr(config, k) for k in (
+        "backbone", "num_classes", "num_heads", "lam", "image_size", "mean", "std", "class_names")})

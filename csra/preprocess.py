@@ -1,0 +1,107 @@
+"""The one image preprocessing used by training, evaluation, the app and the CLIs.
+
+Images are decoded to RGB (EXIF orientation applied, transparency over
+white, 16-bit scaled down), resized to a square of image_size, scaled to
+[0, 1] and then normalised with the mean/std stored in the checkpoint (the
+VOC recipe of the paper and mmpretrain uses mean 0 and std 1: plain [0, 1]).
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_PIXELS = 50_000_000  # about 7000 x 7000; larger images are refused before decoding
+
+
+class ImageError(ValueError):
+    """An input that cannot be turned into an RGB image; the message says why."""
+
+
+def _named(source):
+    return getattr(source, "name", None) or (source if isinstance(source, str) else "image")
+
+
+def load_image(source, max_pixels=MAX_PIXELS):
+    """Open a path or file object as an RGB PIL image, or raise ImageError."""
+    name = _named(source)
+    try:
+        with Image.open(source) as image:
+            w, h = image.size
+            if w * h > max_pixels:
+                raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {max_pixels:,}")
+            image.load()
+            return to_rgb(image)
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (unknown or unsupported format)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: too many pixels (decompression bomb guard)") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{name}: cannot decode image, truncated or corrupt ({err})") from None
+
+
+def to_rgb(image):
+    """Any PIL image or HxW[xC] numpy array -> 8-bit RGB PIL image, upright."""
+    if isinstance(image, np.ndarray):
+        image = _array_to_pil(image)
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _array_to_pil(np.asarray(image))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.size[0] < 1 or image.size[1] < 1:
+        raise ImageError("image has no pixels")
+    return image.convert("RGB")
+
+
+def _array_to_pil(array):
+    """uint8/uint16/int/float arrays, gray or RGB(A), to an 8-bit PIL image."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)) or a.size == 0:
+        raise ImageError(f"cannot read an image from an array of shape {a.shape}")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        if np.issubdtype(array.dtype, np.floating) and a.max(initial=0) <= 1.0:
+            a = a * 255.0
+        elif a.max(initial=0) > 255:
+            a = a / 257.0  # 16-bit range
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Resize to image_size x image_size, scale to [0, 1], then (x - mean) / std."""
+    image_size: int = 448
+    mean: tuple = (0.0, 0.0, 0.0)
+    std: tuple = (1.0, 1.0, 1.0)
+
+    def resize(self, image):
+        return image.resize((self.image_size, self.image_size), Image.BILINEAR)
+
+    def to_tensor(self, image):
+        """An RGB PIL image (already at its final size) -> normalised (3, H, W) float tensor."""
+        x = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)
+        x = x.permute(2, 0, 1)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+    def __call__(self, image):
+        """RGB PIL image of any size -> (3, image_size, image_size) model input."""
+        return self.to_tensor(self.resize(image))
+
+    def batch(self, images):
+        return torch.stack([self(im) for im in images])
