@@ -22,14 +22,20 @@ def safe_load(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
+        if _looks_like_torch_file(path) and "weights only" in str(err).lower():
             raise CheckpointError(
                 f"{path}: holds pickled Python objects beyond tensors and plain containers; "
                 "refused (only weights_only=True loads are allowed)") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: {_why_unreadable(path)} ({_first_line(err)})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
             KeyError, IndexError, TypeError) as err:
         raise CheckpointError(f"{path}: {_why_unreadable(path)} ({_first_line(err)})") from None
+
+
+def _looks_like_torch_file(path):
+    """A zip archive (torch.save since 1.6) or a pickle stream (the legacy format)."""
+    with open(path, "rb") as f:
+        return zipfile.is_zipfile(path) or f.read(1) == b"\x80"
 
 
 def _why_unreadable(path):

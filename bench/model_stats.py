@@ -1,0 +1,57 @@
+"""Parameters, FLOPs and CPU/GPU forward time of a CSRA model at its input size.
+
+    python -m bench.model_stats                      # resnet101-csra, 448 px, batch 1
+    python -m bench.model_stats --backbone resnet50 --img-size 224
+
+FLOPs are counted by torch.utils.flop_counter (one multiply-add = 2 FLOPs);
+the MACs column is half of that, the unit mmpretrain's metafile calls FLOPs.
+"""
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from csra import build_model
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="resnet101")
+    p.add_argument("--num-classes", type=int, default=20)
+    p.add_argument("--num-heads", type=int, default=1)
+    p.add_argument("--img-size", type=int, default=448)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+
+    model = build_model(args.backbone, args.num_classes, args.num_heads).eval().to(args.device)
+    params = sum(p.numel() for p in model.parameters())
+    head_params = sum(p.numel() for p in model.head.parameters())
+    x = torch.rand(args.batch_size, 3, args.img_size, args.img_size, device=args.device)
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+        flops = counter.get_total_flops() / args.batch_size
+        times = []
+        for i in range(args.repeats + 2):
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            model(x)
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if i >= 2:  # two warm-up runs
+                times.append(time.perf_counter() - t0)
+    name = f"{args.backbone}-csra x{args.num_heads} @{args.img_size}"
+    print(f"| model | params | head params | GFLOPs | GMACs | device | threads | batch | forward median (s) | min (s) |")
+    print(f"|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {name} | {params / 1e6:.2f} M | {head_params:,} | {flops / 1e9:.1f} | {flops / 2e9:.1f} | "
+          f"{args.device} | {torch.get_num_threads()} | {args.batch_size} | "
+          f"{statistics.median(times):.3f} | {min(times):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
