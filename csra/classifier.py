@@ -45,16 +45,24 @@ def imagenet_class_names(name):
     return tuple(weights.meta["categories"])
 
 
+def native_image_size(name):
+    """The input size torchvision evaluates this classifier's DEFAULT weights at (its crop)."""
+    return int(torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords["crop_size"])
+
+
 def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_POOL_T,
-                    image_size=224, offline=None):
+                    image_size=None, offline=None):
     """Wrap torchvision classifier `name` into a CSRA model (1000 ImageNet classes).
 
     pretrained: True for torchvision's DEFAULT ImageNet weights (downloaded
     once into torch.hub's cache), False for random weights, or a path to a
     state dict of that classifier. temperature 99 means max pooling.
+    image_size defaults to the size torchvision's weights were evaluated at
+    (224 for ResNets, 240..600 for EfficientNet-B1..B7).
     """
     if name not in CLASSIFIERS:
         _split(name, None)
+    image_size = image_size or native_image_size(name)
     net = torchvision.models.get_model(name, weights=None)
     if pretrained:
         if pretrained is True:

@@ -5,6 +5,7 @@ white, 16-bit scaled down), resized to a square of image_size, scaled to
 [0, 1] and then normalised with the mean/std stored in the checkpoint (the
 VOC recipe of the paper and mmpretrain uses mean 0 and std 1: plain [0, 1]).
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,9 @@ class ImageError(ValueError):
 
 
 def _named(source):
-    return getattr(source, "name", None) or (source if isinstance(source, str) else "image")
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return getattr(source, "name", None) or "image"
 
 
 def load_image(source, max_pixels=MAX_PIXELS):

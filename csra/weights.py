@@ -22,14 +22,19 @@ def safe_load(path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if _looks_like_torch_file(path) and "weights only" in str(err).lower():
+        if _looks_like_torch_file(path) and "unsupported global" in str(err).lower():
             raise CheckpointError(
                 f"{path}: holds pickled Python objects beyond tensors and plain containers; "
                 "refused (only weights_only=True loads are allowed)") from None
-        raise CheckpointError(f"{path}: {_why_unreadable(path)} ({_first_line(err)})") from None
+        raise CheckpointError(f"{path}: {_why_unreadable(path)}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError,
-            KeyError, IndexError, TypeError) as err:
-        raise CheckpointError(f"{path}: {_why_unreadable(path)} ({_first_line(err)})") from None
+            KeyError, IndexError, TypeError):
+        raise CheckpointError(f"{path}: {_why_unreadable(path)}") from None
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
 
 
 def _looks_like_torch_file(path):
