@@ -1,0 +1,374 @@
+"""Train ResNet + CSRA on a VOC-layout dataset: python -m training.train --data-root DIR.
+
+Defaults are the CSRA authors' VOC 2007 recipe (their main.py): 448 px,
+random horizontal flip + random resized crop (scale 0.7-1.0), batch 16, SGD
+momentum 0.9, weight decay 1e-4, lr 0.01 for the backbone and 10x for the
+head, 2 warm-up epochs (linear, per iteration), 30 epochs, step decay x0.1
+every 4 epochs, BCE-with-logits (mean), pixels in [0, 1], ImageNet-initialised
+ResNet-101, 1 head, lambda 0.1.
+
+Each epoch (or every --val-every epochs, and always the last) the model is
+scored on the test split; OUT gets best.pth (best mAP), last.pth (with the
+state to --resume from), metrics.csv, loss.png and map.png. Several GPUs or
+nodes: torchrun --nproc_per_node N -m training.train ... (--batch-size is the
+total over all processes).
+"""
+import argparse
+import csv
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+import csra
+from csra import CheckpointError, DownloadError, ImageError
+from csra.weights import safe_load
+
+from . import distributed as dist_utils
+from .augment import EvalTransform, TrainTransform
+from .engine import Precision, predict, train_epoch
+from .errors import ConfigError, TrainingDiverged, one_line
+from .metrics import multilabel_metrics
+from .plots import plot_loss, plot_map
+from .schedule import WarmupStepSchedule
+from .voc import DataError, VOCDataset, load_split
+
+# Options that define the run; --resume keeps the saved values and refuses different ones.
+RECIPE = ("backbone", "num_heads", "lam", "img_size", "batch_size", "lr", "head_lr_mult", "momentum",
+          "weight_decay", "warmup_epochs", "lr_step", "lr_gamma", "crop_scale", "flip", "pretrained",
+          "seed", "limit", "train_split", "test_split", "amp", "amp_dtype", "sync_bn")
+METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+CSV_FIELDS = ("epoch", "train_loss", "lr", "images_per_s", "epoch_s") + METRIC_KEYS
+
+
+def build_parser(suppress=False):
+    """The argument parser; suppress=True leaves out defaults (to see which options were given)."""
+    d = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0],
+                                argument_default=argparse.SUPPRESS if suppress else None)
+    g = p.add_argument_group("data")
+    g.add_argument("--data-root", default=d(None),
+                   help="VOC data: the folder holding VOCdevkit/, VOCdevkit/ itself or VOC2007/ "
+                        "(a synthetic set from training.make_synthetic works too)")
+    g.add_argument("--train-split", default=d("trainval"))
+    g.add_argument("--test-split", default=d("test"))
+    g.add_argument("--limit", type=int, default=d(None), metavar="N",
+                   help="use only the first N images of each split (quick runs)")
+    g.add_argument("--workers", type=int, default=d(min(8, os.cpu_count() or 1)),
+                   help="data loading processes per training process (0: load in the main process)")
+    g = p.add_argument_group("model")
+    g.add_argument("--backbone", default=d("resnet101"), choices=csra.RESNETS)
+    g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES))
+    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda")
+    g.add_argument("--img-size", type=int, default=d(448))
+    g.add_argument("--pretrained", default=d("imagenet"),
+                   help="imagenet (torchvision weights, downloaded once), none, or a torchvision ResNet .pth")
+    g.add_argument("--offline", action="store_true", default=d(False),
+                   help="never download (also: CSRA_OFFLINE=1)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=d(30))
+    g.add_argument("--batch-size", type=int, default=d(16), help="images per step, over all processes")
+    g.add_argument("--lr", type=float, default=d(0.01), help="backbone learning rate")
+    g.add_argument("--head-lr-mult", type=float, default=d(10.0), help="head lr = lr x this")
+    g.add_argument("--momentum", type=float, default=d(0.9))
+    g.add_argument("--weight-decay", type=float, default=d(1e-4))
+    g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
+    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
+    g.add_argument("--lr-gamma", type=float, default=d(0.1))
+    g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
+                   help="area range of the random resized crop")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d(True),
+                   help="random horizontal flip")
+    g.add_argument("--seed", type=int, default=d(0))
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=d(None), help="run folder (default runs/<date-time>)")
+    g.add_argument("--resume", default=d(None), metavar="PATH|auto",
+                   help="continue from a last.pth (or a run folder); 'auto': from --out's last.pth if any")
+    g.add_argument("--val-every", type=int, default=d(1), help="evaluate every N epochs (and the last)")
+    g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:N (default: cuda if available)")
+    g.add_argument("--amp", action="store_true", default=d(False),
+                   help="mixed precision (bf16 autocast; fp16 + GradScaler with --amp-dtype fp16, CUDA only)")
+    g.add_argument("--amp-dtype", default=d("bf16"), choices=("bf16", "fp16"))
+    g.add_argument("--channels-last", action="store_true", default=d(False))
+    g.add_argument("--compile", action="store_true", default=d(False), help="torch.compile the training model")
+    g.add_argument("--sync-bn", action="store_true", default=d(False),
+                   help="synchronise BatchNorm over processes (torchrun runs with few images per GPU)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=d(True), help="tqdm bars")
+    return p
+
+
+def parse_args(argv=None):
+    args = build_parser().parse_args(argv)
+    given = set(vars(build_parser(suppress=True).parse_args(argv)))
+    return args, given
+
+
+def plain(value):
+    """Args as plain values a weights_only checkpoint accepts."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def epoch_seed(seed, epoch, rank):
+    return (seed * 1_000_003 + epoch * 1009 + rank) % (2 ** 31)
+
+
+def seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def find_resume(args):
+    """The last.pth to resume from, or None for a fresh run."""
+    if not args.resume:
+        return None
+    if args.resume == "auto":
+        if not args.out:
+            raise ConfigError("--resume auto needs --out (the run folder to continue)")
+        path = Path(args.out) / "last.pth"
+        return path if path.is_file() else None
+    path = Path(args.resume)
+    if path.is_dir():
+        path = path / "last.pth"
+    if not path.is_file():
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint ({path})")
+    return path
+
+
+def load_resume_state(path):
+    state = safe_load(path) if path else None
+    if state is not None and not ({"optimizer", "epoch", "history"} <= set(state)):
+        raise CheckpointError(f"{path}: not a last.pth with resume state (best.pth cannot be resumed)")
+    return state
+
+
+def merge_resumed_args(args, given, state, path):
+    """The saved recipe with this command line's runtime options; refuse recipe changes."""
+    saved = state["training"]["args"]
+    for key in RECIPE:
+        if key in given and plain(getattr(args, key)) != saved.get(key):
+            raise ConfigError(f"--{key.replace('_', '-')} {plain(getattr(args, key))} differs from the run "
+                              f"being resumed ({saved.get(key)} in {path}); resume keeps the recipe")
+    for key, value in saved.items():
+        if key in RECIPE or (key not in given and key in ("data_root", "epochs", "val_every")):
+            setattr(args, key, value)
+    if "out" not in given:
+        args.out = str(path.parent)
+    return args
+
+
+def write_csv(history, path):
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for row in history:
+            w.writerow({k: ("" if row.get(k) is None else
+                            (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])) for k in CSV_FIELDS})
+    os.replace(tmp, path)
+
+
+def build_loaders(ctx, args, train_split, test_split, preprocessing):
+    if args.batch_size % ctx.world_size:
+        raise ConfigError(f"--batch-size {args.batch_size} is the total over {ctx.world_size} processes "
+                          "and must divide evenly")
+    per_process = args.batch_size // ctx.world_size
+    train_ds = VOCDataset(train_split, TrainTransform(preprocessing, args.crop_scale, args.flip), seed=args.seed)
+    sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=args.seed)
+    generator = torch.Generator()
+    pin = ctx.device.type == "cuda"
+    # BatchNorm cannot train on a batch of one image: drop a last batch of exactly one
+    drop_last = len(sampler) % per_process == 1
+    train_loader = DataLoader(train_ds, batch_size=per_process, sampler=sampler, num_workers=args.workers,
+                              pin_memory=pin, drop_last=drop_last, generator=generator)
+    if len(train_loader) == 0:
+        raise ConfigError(f"{len(train_ds)} training images make no batch of {per_process}")
+    test_ds = VOCDataset(test_split, EvalTransform(preprocessing))
+    shard = Subset(test_ds, range(ctx.rank, len(test_ds), ctx.world_size))
+    test_loader = DataLoader(shard, batch_size=per_process, shuffle=False, num_workers=args.workers,
+                             pin_memory=pin)
+    return train_loader, sampler, generator, test_loader, train_ds
+
+
+def build_optimizer(model, args):
+    head = [p for n, p in model.named_parameters() if n.startswith("head.")]
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    base_lrs = [args.lr, args.lr * args.head_lr_mult]
+    optimizer = torch.optim.SGD([{"params": backbone, "lr": base_lrs[0]}, {"params": head, "lr": base_lrs[1]}],
+                                momentum=args.momentum, weight_decay=args.weight_decay)
+    return optimizer, base_lrs
+
+
+def make_model(ctx, args, classes):
+    """Rank 0 builds with the pretrained weights (it may download); DDP copies them to the others."""
+    error = None
+    model = None
+    if ctx.is_main:
+        try:
+            pretrained = None if str(args.pretrained).lower() == "none" else args.pretrained
+            model = csra.build_model(args.backbone, len(classes), args.num_heads, args.lam, pretrained,
+                                     args.img_size, class_names=classes, offline=args.offline or None)
+        except (DownloadError, CheckpointError, ValueError) as err:
+            error = one_line(err)
+            if isinstance(err, DownloadError):
+                error += " (or train from scratch with --pretrained none)"
+    error = dist_utils.broadcast_object(ctx, error)
+    if error:
+        raise ConfigError(error)
+    if model is None:
+        model = csra.build_model(args.backbone, len(classes), args.num_heads, args.lam, None,
+                                 args.img_size, class_names=classes)
+    return model
+
+
+def dataset_name(split):
+    return split.voc_root.name if split.voc_root.name != "VOC2007" or split.classes != csra.VOC_CLASSES \
+        else "VOC2007"
+
+
+def run(ctx, args, given):
+    resume_path = find_resume(args)
+    state = load_resume_state(resume_path)
+    if state is not None:
+        args = merge_resumed_args(args, given, state, resume_path)
+    elif args.resume == "auto" and ctx.is_main:
+        print(f"no last.pth in {args.out}: starting a new run", file=sys.stderr)
+    if not args.data_root:
+        raise ConfigError("--data-root is required (a VOC2007 or synthetic dataset folder)")
+    if args.epochs < 1 or args.val_every < 1:
+        raise ConfigError("--epochs and --val-every must be at least 1")
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(dist_utils.broadcast_object(ctx, str(out)))
+    args.out = str(out)
+    precision = Precision(ctx.device, args.amp, args.amp_dtype)
+
+    train_split = load_split(args.data_root, args.train_split, args.limit)
+    test_split = load_split(args.data_root, args.test_split, args.limit)
+    classes = train_split.classes
+    start_epoch = state["epoch"] if state else 0
+    if start_epoch >= args.epochs:
+        if ctx.is_main:
+            print(f"{resume_path} has already trained {start_epoch} of {args.epochs} epochs; nothing to do "
+                  "(raise --epochs to train longer)")
+        return 0
+
+    seed_everything(args.seed)
+    model = make_model(ctx, args, classes)
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+    model.to(ctx.device)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    raw_model = model
+    optimizer, base_lrs = build_optimizer(raw_model, args)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if precision.scaler is not None and state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
+    train_model = raw_model
+    if ctx.distributed:
+        if args.sync_bn:
+            train_model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_model)
+        train_model = DistributedDataParallel(
+            train_model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    if args.compile:
+        train_model = torch.compile(train_model)
+
+    preprocessing = raw_model.preprocessing
+    train_loader, sampler, generator, test_loader, train_ds = build_loaders(ctx, args, train_split, test_split,
+                                                                   preprocessing)
+    schedule = WarmupStepSchedule(optimizer, base_lrs, len(train_loader), args.warmup_epochs, args.lr_step,
+                                  args.lr_gamma)
+    history = list(state["history"]) if state else []
+    best = dict(state.get("best") or {}) if state else {}
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        init = "from scratch" if str(args.pretrained).lower() == "none" else f"from {args.pretrained}"
+        print(f"{'resuming after epoch ' + str(start_epoch) + ' of' if state else 'training'} "
+              f"{args.backbone} ({init}, {args.num_heads} head(s), lambda {args.lam}) on "
+              f"{len(train_split)} {args.train_split} images of {train_split.voc_root} "
+              f"({len(classes)} classes), testing on {len(test_split)} {args.test_split} images; "
+              f"{args.img_size} px, batch {args.batch_size}, {ctx.device.type} {precision.describe()}, "
+              f"{ctx.world_size} process(es); writing {out}")
+
+    figures = {}
+    for epoch in range(start_epoch + 1, args.epochs + 1):
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        seed = epoch_seed(args.seed, epoch, ctx.rank)
+        seed_everything(seed)
+        generator.manual_seed(seed)
+        epoch_start = time.perf_counter()
+        losses, mean_loss, speed = train_epoch(
+            ctx, train_model, train_loader, optimizer, lambda k, e=epoch - 1: schedule.set(e, k), precision,
+            epoch, args.epochs, args.channels_last, args.progress)
+        row = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+               "images_per_s": speed, "iteration_losses": losses}
+        if epoch % args.val_every == 0 or epoch == args.epochs:
+            scores, _ = predict(ctx, raw_model, test_loader, precision, args.channels_last,
+                                progress=args.progress)
+            metrics = multilabel_metrics(scores, test_split.labels)
+            row.update({k: metrics[k] for k in METRIC_KEYS})
+        row["epoch_s"] = time.perf_counter() - epoch_start
+        history.append(row)
+        if ctx.is_main:
+            figures = {"epoch": epoch, **{k: row.get(k) for k in METRIC_KEYS}, "train_loss": mean_loss,
+                       "dataset": dataset_name(train_split), "data_root": str(args.data_root),
+                       "train_split": args.train_split, "test_split": args.test_split,
+                       "args": {k: plain(v) for k, v in vars(args).items()}}
+            improved = row.get("mAP") is not None and row["mAP"] > best.get("mAP", -1.0)
+            if improved:
+                best = {"epoch": epoch, "mAP": row["mAP"]}
+                csra.save_checkpoint(out / "best.pth", raw_model, training=figures)
+            csra.save_checkpoint(out / "last.pth", raw_model, training=figures, epoch=epoch,
+                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                                 scaler=precision.scaler.state_dict() if precision.scaler else None,
+                                 history=history, best=best)
+            write_csv(history, out / "metrics.csv")
+            plot_loss(history, out / "loss.png")
+            plot_map(history, out / "map.png")
+            shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
+                     if row.get("mAP") is not None else "")
+            tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
+                       f"{row['epoch_s']:.0f} s" + ("  (best)" if improved else ""))
+        dist_utils.barrier(ctx)
+    if ctx.is_main:
+        print(f"done: best mAP {best.get('mAP', float('nan')):.2f} at epoch {best.get('epoch')}; "
+              f"{out / 'best.pth'}")
+    return 0
+
+
+def main(argv=None):
+    args, given = parse_args(argv)
+    ctx = None
+    try:
+        ctx = dist_utils.setup(args.device)
+        return run(ctx, args, given)
+    except (DataError, ConfigError, DownloadError, CheckpointError, ImageError, TrainingDiverged) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        where = f" in {args.out}" if args.out else ""
+        print(f"\ninterrupted: the last finished epoch is saved{where} (last.pth); continue with "
+              f"--resume {args.out or 'RUN_DIR'}", file=sys.stderr)
+        return 130
+    finally:
+        if ctx is not None:
+            dist_utils.cleanup(ctx)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
