@@ -1,0 +1,70 @@
+"""The CSRA explorer web page: python app.py [--weights PATH_OR_URL] [--port 7860] ...
+
+Weights: --weights, else the newest runs/*/best.pth here, else mmpretrain's
+VOC07 checkpoint (downloaded once into torch.hub's cache). See README.
+"""
+import argparse
+import logging
+import os
+import sys
+
+# Gradio's usage statistics would try the network; this tool runs offline too.
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python app.py", description="The CSRA explorer web page: upload an image, see the "
+        "class scores, where each class looks, and what lambda changes.")
+    p.add_argument("--weights", default=None, metavar="PATH_OR_URL",
+                   help="checkpoint to serve (default: newest runs/*/best.pth, else the official "
+                        "mmpretrain VOC07 weights)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0: all interfaces)")
+    p.add_argument("--port", type=int, default=7860, help="default 7860")
+    p.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto (default): CUDA when present, else CPU")
+    p.add_argument("--classifier", default="resnet50", metavar="NAME",
+                   help="torchvision ImageNet classifier for the 'no training' option "
+                        "(default resnet50; loaded when first picked; 'none' hides the option)")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import csra
+    from app.models import default_store, pick_device
+    from app.weights import NoWeights, load_voc_model
+
+    if args.classifier != "none" and args.classifier not in csra.CLASSIFIERS:
+        print(f"error: --classifier {args.classifier!r} is not supported; choose one of "
+              f"{', '.join(csra.CLASSIFIERS)} or 'none'", file=sys.stderr)
+        return 2
+    try:
+        device = pick_device(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        model, choice = load_voc_model(args.weights)
+    except NoWeights as err:
+        print(err, file=sys.stderr)
+        return 2
+    except (csra.CheckpointError, csra.DownloadError) as err:
+        print(f"error: cannot load the weights: {err}", file=sys.stderr)
+        print("Give another checkpoint with --weights PATH_OR_URL.", file=sys.stderr)
+        return 2
+    print(f"Weights: {choice.source} ({choice.reason}); device: {device}")
+
+    from app.ui import build_demo, launch
+    store = default_store(model, classifier=None if args.classifier == "none" else args.classifier,
+                          device=device)
+    demo = build_demo(store)
+    launch(demo, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The models the page offers, shared by all sessions and loaded at most once each.
+
+The VOC model is loaded at start-up (see app.weights); the "ImageNet
+classifier + CSRA, no training" option is loaded the first time someone picks
+it. A model that cannot be loaded (offline, no cached weights) gives a
+ModelUnavailable with a message for the page, and is tried again next time.
+"""
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+import csra
+
+VOC = "voc"
+IMAGENET = "imagenet"
+
+
+class ModelUnavailable(RuntimeError):
+    """A model option that cannot be loaded now; the message says why and what to do."""
+
+
+def pick_device(name="auto"):
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
+    return device
+
+
+def device_text(device):
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
+
+
+@dataclass
+class ModelOption:
+    key: str
+    label: str
+    load: object                       # () -> CSRAModel
+    threshold: float = 0.5             # default "present" threshold for this kind of model
+    model: object = None
+    error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class ModelStore:
+    """Model options by key; get() loads lazily (once, under a lock) onto the device."""
+
+    def __init__(self, options, device="cpu"):
+        self.device = torch.device(device)
+        self.options = {o.key: o for o in options}
+
+    @property
+    def labels(self):
+        return [o.label for o in self.options.values()]
+
+    def key_for(self, label_or_key):
+        for o in self.options.values():
+            if label_or_key in (o.key, o.label):
+                return o.key
+        raise KeyError(f"unknown model {label_or_key!r}")
+
+    def label_for(self, key):
+        return self.options[self.key_for(key)].label
+
+    def option(self, key):
+        return self.options[self.key_for(key)]
+
+    def loaded(self, key):
+        return self.option(key).model is not None
+
+    def get(self, key):
+        option = self.option(key)
+        if option.model is not None:
+            return option.model
+        with option.lock:
+            if option.model is None:
+                try:
+                    model = option.load()
+                except (csra.DownloadError, csra.CheckpointError, ValueError, OSError) as err:
+                    option.error = str(err)
+                    raise ModelUnavailable(f"{option.label}: cannot load it — {err}") from None
+                option.model = model.to(self.device).eval()
+                option.error = ""
+        return option.model
+
+
+def classifier_loader(name="resnet50", pretrained=True, image_size=None, lam=0.1):
+    """A loader for csra.from_classifier(name): torchvision ImageNet weights via torch.hub's cache."""
+    def load():
+        return csra.from_classifier(name, pretrained=pretrained, lam=lam, image_size=image_size)
+    return load
+
+
+def default_store(voc_model, classifier="resnet50", device="cpu", classifier_loader_fn=None):
+    """The page's two options: the served CSRA model (VOC, or whatever the checkpoint was
+    trained on), and an ImageNet classifier + CSRA with no training."""
+    n = voc_model.config.num_classes
+    label = (f"VOC model ({n} classes)" if tuple(voc_model.class_names) == csra.VOC_CLASSES
+             else f"CSRA model ({n} classes)")
+    options = [ModelOption(VOC, label, load=lambda: voc_model, threshold=0.5)]
+    if classifier:
+        load = classifier_loader_fn or classifier_loader(classifier)
+        options.append(ModelOption(
+            IMAGENET, f"ImageNet classifier + CSRA, no training ({classifier}, 1000 classes)",
+            load=load, threshold=0.1))
+    store = ModelStore(options, device)
+    store.get(VOC)
+    return store
+
+
+def model_info(model, device):
+    """A dict describing the model, for the page and the JSON download."""
+    cfg = model.config
+    info = getattr(model, "info", None) or {}
+    training = {str(k): v for k, v in (info.get("training") or {}).items()
+                if isinstance(v, (int, float, str, bool))}  # figures, not histories
+    return {
+        "backbone": cfg.backbone,
+        "variant": cfg.variant,
+        "num_classes": cfg.num_classes,
+        "heads": len(cfg.temperatures),
+        "temperatures": list(cfg.temperatures),
+        "lambda": float(model.lam),
+        "image_size": cfg.image_size,
+        "weights": str(info.get("source", "built in memory (random or test weights)")),
+        "weights_format": info.get("format", ""),
+        "training": training,
+        "device": device_text(torch.device(device)),
+    }
+
+
+def model_info_markdown(model, device):
+    i = model_info(model, device)
+    kind = ("ImageNet classifier's own layers reused as a CSRA head (no training); softmax over "
+            "1000 classes; the classifier's bias is part of the base" if i["variant"] == "classifier"
+            else "trained CSRA head; independent sigmoid per class (multi-label)")
+    temps = ", ".join(str(t) for t in i["temperatures"])
+    lines = [
+        f"**Model**: {i['backbone']} + CSRA — {i['heads']} head(s), T = {temps}; "
+        f"{i['num_classes']} classes; input {i['image_size']}×{i['image_size']} px; "
+        f"λ = {i['lambda']:g} (from the weights). {kind}.",
+        f"**Weights**: `{i['weights']}`" + (f" ({i['weights_format']})" if i["weights_format"] else ""),
+        f"**Device**: {i['device']}",
+    ]
+    if i["training"]:
+        figures = ", ".join(f"{k} = {_fmt(v)}" for k, v in list(i["training"].items())[:10])
+        lines.append(f"**Training figures (from the checkpoint)**: {figures}")
+    return "  \n".join(lines)
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)

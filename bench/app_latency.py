@@ -1,0 +1,115 @@
+"""Latency of the app's two handlers for resnet101-csra at 448 px, beside the backbone alone.
+
+    python bench/app_latency.py [--device auto|cpu|cuda] [--repeats 5] [--slider-repeats 50]
+
+(a) upload: decode the file, run the network once, draw the scores, chart and
+    every heatmap (app.page.upload, what the page's upload handler calls);
+(b) lambda change: new scores and all pictures from the cached score maps
+    (app.page.refresh, what the page's slider handler calls).
+Goals: (a) <= 1.2 x the backbone time, (b) <= 20 ms. Random weights (nothing
+is downloaded). The last line is
+    RESULT backbone_s=<s> upload_s=<s> slider_ms=<ms>
+"""
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import csra  # noqa: E402
+from app import page  # noqa: E402
+from app.models import device_text, pick_device  # noqa: E402
+
+MODEL = "resnet101-csra_1xb16_voc07-448px"
+
+
+def median_time(fn, repeats, warmup=1, sync=None):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def test_photo(folder):
+    """A 1024x683 JPEG made from one of the bundled example photos."""
+    path = Path(folder) / "photo.jpg"
+    Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 683)).save(path, quality=90)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--repeats", type=int, default=5, help="timed uploads and backbone runs")
+    p.add_argument("--slider-repeats", type=int, default=50, help="timed lambda changes")
+    args = p.parse_args(argv)
+
+    device = pick_device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    torch.manual_seed(0)
+    model = csra.get_model(MODEL, pretrained=False).to(device).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = test_photo(tmp)
+        x = model.preprocessing(csra.load_image(path))[None].to(device)
+
+        @torch.no_grad()
+        def backbone():
+            model.forward_features(x)
+
+        controls = page.Controls(lam=0.1, threshold=0.5)
+        backbone()                                        # warm-up
+        page.upload(model, path, controls)
+        backbone_times, upload_times = [], []
+        for _ in range(args.repeats):   # interleaved, so a busy CPU slows both alike
+            backbone_times.append(median_time(backbone, 1, warmup=0, sync=sync))
+            upload_times.append(median_time(lambda: page.upload(model, path, controls), 1,
+                                            warmup=0, sync=sync))
+        backbone_s = statistics.median(backbone_times)
+        upload_s = statistics.median(upload_times)
+        analysis, view = page.upload(model, path, controls)
+        lambdas = [i / args.slider_repeats for i in range(args.slider_repeats)]
+        slider_times = []
+        for lam in [0.5] + lambdas:                       # the first one warms up
+            start = time.perf_counter()
+            view = page.refresh(analysis, page.Controls(lam=lam, threshold=0.5))
+            slider_times.append(time.perf_counter() - start)
+        slider_ms = statistics.median(slider_times[1:]) * 1000
+
+    heatmaps = len(view.gallery)
+    where = device_text(device)
+    rows = [
+        ("backbone only (forward_features)", f"{backbone_s:.3f} s", "", ""),
+        (f"(a) upload -> scores + {heatmaps} heatmaps + comparison", f"{upload_s:.3f} s",
+         f"{upload_s / backbone_s:.2f} x backbone", "<= 1.20 x"),
+        (f"(b) lambda change -> scores + {heatmaps} heatmaps", f"{slider_ms:.1f} ms", "", "<= 20 ms"),
+    ]
+    print(f"{MODEL} at {model.config.image_size} px, random weights, {where}, torch "
+          f"{torch.__version__}; medians of {args.repeats} (a) and {args.slider_repeats} (b) runs; "
+          f"input {1024}x{683} JPEG, score maps {tuple(analysis.grid)}")
+    print(f"| {'what':<48} | {'median':>10} | {'ratio':>16} | {'goal':>9} |")
+    print(f"|{'-' * 50}|{'-' * 12}|{'-' * 18}|{'-' * 11}|")
+    for what, t, ratio, goal in rows:
+        print(f"| {what:<48} | {t:>10} | {ratio:>16} | {goal:>9} |")
+    ok_a, ok_b = upload_s <= 1.2 * backbone_s, slider_ms <= 20
+    print(f"goals: (a) {'met' if ok_a else 'MISSED'}, (b) {'met' if ok_b else 'MISSED'}")
+    print(f"RESULT backbone_s={backbone_s:.3f} upload_s={upload_s:.3f} slider_ms={slider_ms:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
