@@ -1,0 +1,346 @@
+"""Batch prediction from the command line.
+
+    python -m csra.predict photos/ extra.jpg --weights runs/x/best.pth --out preds.csv
+    python -m csra.predict photos/ --classifier resnet50 --lam 0.2 --threshold 0.2
+
+Folders are searched recursively for image files. Every image gets one row
+with a score for every class and its predicted labels (score >= threshold).
+Scores are sigmoid probabilities for CSRA models (multi-label: each class on
+its own) and softmax probabilities over the 1000 classes for an ImageNet
+classifier wrapped with --classifier (single-label: they sum to 1, so at most
+one class can reach a threshold of 0.5).
+
+Files that cannot be read are reported on stderr and skipped. Exit code:
+0 all images predicted, 1 some could not be read, 2 bad arguments or weights.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint
+from .classifier import from_classifier
+from .download import DownloadError
+from .preprocess import load_image
+from .registry import MODEL_CONFIGS, get_model
+from .visualize import overlay, value_range
+from .weights import CheckpointError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+HEATMAP_MAX_SIDE = 768  # heatmap overlays are drawn on the image shrunk to fit this many pixels
+
+
+@dataclass
+class Prediction:
+    path: Path
+    scores: np.ndarray  # (num_classes,) probabilities
+    labels: list = field(default_factory=list)  # class names with score >= threshold, best first
+
+
+@dataclass
+class Failure:
+    path: Path
+    message: str
+
+
+# ---------------------------------------------------------------- inputs
+
+def find_images(paths):
+    """(image files, paths that do not exist). Folders are searched recursively by extension,
+    skipping hidden files and folders; a file named on the command line is always tried."""
+    files, missing, seen = [], [], set()
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(f for f in path.rglob("*")
+                           if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        elif path.exists():
+            found = [path]
+        else:
+            missing.append(path)
+            continue
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    return files, missing
+
+
+class ImageFiles(Dataset):
+    """Item i: (i, preprocessed image tensor, None), or (i, None, error message) if unreadable."""
+
+    def __init__(self, files, preprocessing):
+        self.files = list(files)
+        self.preprocessing = preprocessing
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        try:
+            return i, self.preprocessing(load_image(str(self.files[i]))), None
+        except Exception as err:  # a bad file must never stop the run; ImageError names the file
+            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if str(self.files[i]) not in message:
+                message = f"{self.files[i]}: {message}"
+            return i, None, message
+
+
+def collate(items):
+    """-> (indices of readable images, their stacked tensors or None, [(index, message)])."""
+    good = [(i, x) for i, x, err in items if err is None]
+    failed = [(i, err) for i, _, err in items if err is not None]
+    batch = torch.stack([x for _, x in good]) if good else None
+    return [i for i, _ in good], batch, failed
+
+
+# ---------------------------------------------------------------- model
+
+def pick_device(name="auto"):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)  # raises RuntimeError for a malformed name
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was asked for but no CUDA GPU is available")
+    return device
+
+
+def load_model(weights=None, classifier=None, lam=None):
+    """A CSRAModel from --weights (checkpoint path/URL or registered name) or --classifier."""
+    if classifier:
+        model = from_classifier(classifier, pretrained=weights or True)
+    elif weights in MODEL_CONFIGS:
+        model = get_model(weights, pretrained=True)
+    else:
+        model = load_checkpoint(weights)
+    if lam is not None:
+        model.lam = lam
+    return model.eval()
+
+
+def score_kind(model):
+    """'softmax' for a wrapped ImageNet classifier (one label per image), else 'sigmoid'."""
+    return "softmax" if model.config.variant == "classifier" else "sigmoid"
+
+
+def scores_from_logits(model, logits):
+    if score_kind(model) == "softmax":
+        return torch.softmax(logits, dim=1)
+    return torch.sigmoid(logits)
+
+
+# ---------------------------------------------------------------- prediction
+
+def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshold=0.5,
+                   heatmap_dir=None, progress=True):
+    """Yields a Prediction or a Failure per file (in batches, in file order within a batch)."""
+    device = torch.device(device)
+    model = model.to(device).eval()
+    loader = DataLoader(ImageFiles(files, model.preprocessing), batch_size=batch_size,
+                        num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
+    names = model.class_names
+    stems = heatmap_stems(files) if heatmap_dir else None
+    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress,
+                                      desc="predicting") as bar:
+        for indices, batch, failed in loader:
+            for i, message in failed:
+                yield Failure(files[i], message)
+            if batch is not None:
+                maps = model.head.score_maps(model.forward_features(batch.to(device)))
+                scores = scores_from_logits(model, model.head.logits_from_maps(maps))
+                scores = scores.float().cpu().numpy()
+                if heatmap_dir is not None:
+                    maps = maps.sum(dim=1).float().cpu().numpy()  # heads summed: (B, C, h, w)
+                for row, i in enumerate(indices):
+                    order = [c for c in np.argsort(-scores[row], kind="stable") if scores[row, c] >= threshold]
+                    prediction = Prediction(files[i], scores[row], [names[c] for c in order])
+                    if heatmap_dir is not None and order:
+                        try:
+                            save_heatmaps(files[i], maps[row], order, names, heatmap_dir, stems[i])
+                        except Exception as err:  # the scores are still good; say why there is no picture
+                            yield Failure(files[i], f"{files[i]}: heatmaps not saved ({err})")
+                    yield prediction
+            bar.update(len(indices) + len(failed))
+
+
+def heatmap_stems(files):
+    """A distinct file-name stem per input file (a-1, a-2 when two folders both hold a.jpg)."""
+    counts, stems = {}, []
+    for f in files:
+        stem = safe_name(f.stem)
+        counts[stem] = counts.get(stem, 0) + 1
+        stems.append(stem if counts[stem] == 1 else f"{stem}-{counts[stem]}")
+    return stems
+
+
+def safe_name(text):
+    return re.sub(r"[^\w.-]+", "_", str(text)).strip("_") or "image"
+
+
+def save_heatmaps(path, maps, classes, names, out_dir, stem):
+    """One PNG per class in `classes`: the class's score map (summed over heads) over the image.
+
+    All maps of the image share one colour range (global scale), so a weak class stays cold.
+    """
+    image = load_image(str(path))
+    image.thumbnail((HEATMAP_MAX_SIDE, HEATMAP_MAX_SIDE), Image.BILINEAR)
+    vmin, vmax = value_range(maps, scale="global")
+    out_dir = Path(out_dir)
+    for c in classes:
+        picture = overlay(np.asarray(image), maps[c], vmin[c], vmax[c])
+        Image.fromarray(picture).save(out_dir / f"{stem}_{safe_name(names[c])}.png")
+
+
+# ---------------------------------------------------------------- outputs
+
+def write_csv(path, predictions, class_names):
+    """One row per image: image, labels (';'-separated, best first), one score column per class."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "labels", *class_names])
+        for p in predictions:
+            writer.writerow([str(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
+
+
+def write_json(path, predictions, failures, class_names, about):
+    data = {
+        **about,
+        "classes": list(class_names),
+        "predictions": [{"image": str(p.path), "labels": p.labels,
+                         "scores": {n: float(s) for n, s in zip(class_names, p.scores)}}
+                        for p in predictions],
+        "failed": [{"image": str(f.path), "error": f.message} for f in failures],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+
+
+def print_table(predictions, class_names, file=None):
+    """image | labels with scores (or the best class when none reaches the threshold)."""
+    file = file or sys.stdout
+    width = max([len("image")] + [len(str(p.path)) for p in predictions])
+    index = {n: i for i, n in enumerate(class_names)}
+    print(f"{'image':<{width}}  labels", file=file)
+    for p in predictions:
+        if p.labels:
+            text = ", ".join(f"{n} {p.scores[index[n]]:.3f}" for n in p.labels)
+        else:
+            best = int(np.argmax(p.scores))
+            text = f"(none; best {class_names[best]} {p.scores[best]:.3f})"
+        print(f"{str(p.path):<{width}}  {text}", file=file)
+
+
+def write_outputs(out, predictions, failures, model, args):
+    names = model.class_names
+    if out is None:
+        print_table(predictions, names)
+        return
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    about = {"weights": args.weights, "classifier": args.classifier, "lam": float(model.lam),
+             "threshold": args.threshold, "score": score_kind(model)}
+    try:
+        if out.suffix.lower() == ".csv":
+            write_csv(tmp, predictions, names)
+        else:
+            write_json(tmp, predictions, failures, names, about)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {len(predictions)} rows to {out}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m csra.predict",
+        description="Predict labels for images and folders of images with a CSRA model.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="image files, or folders searched recursively for "
+                             + "/".join(e[1:] for e in IMAGE_EXTENSIONS) + " files")
+    parser.add_argument("--weights", metavar="W",
+                        help="checkpoint file or URL (this project's, mmpretrain's or the CSRA authors'), "
+                             f"or a model name ({', '.join(MODEL_CONFIGS)}: downloads its weights); "
+                             "with --classifier: a state dict of that classifier")
+    parser.add_argument("--classifier", metavar="NAME",
+                        help="wrap a torchvision ImageNet classifier (e.g. resnet50) with CSRA, no training; "
+                             "its ImageNet weights are downloaded once unless --weights is given")
+    parser.add_argument("--out", metavar="FILE", help="write a .csv or .json file (default: a table on stdout)")
+    parser.add_argument("--threshold", type=float, default=0.5,
+                        help="a label is predicted when its score reaches this (default 0.5)")
+    parser.add_argument("--lam", type=float, help="CSRA lambda (default: the one stored with the model)")
+    parser.add_argument("--heatmaps", metavar="DIR", help="save a heatmap overlay PNG per predicted label here")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+                        help="image decoding processes (default: CPU cores - 1, at most 4; 0 = none)")
+    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    if not args.weights and not args.classifier:
+        parser.error("give --weights W (a CSRA checkpoint) or --classifier NAME")
+    if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
+        parser.error(f"--out must end in .csv or .json, got {args.out!r}")
+    if args.batch_size < 1 or args.workers < 0:
+        parser.error("--batch-size must be >= 1 and --workers >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.weights, args.classifier, args.lam)
+    except (CheckpointError, DownloadError, ValueError, RuntimeError) as err:
+        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    files, missing = find_images(args.images)
+    if not files and not missing:
+        print(f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(args.images)}",
+              file=sys.stderr)
+        return 2
+    failures = [Failure(p, f"{p}: no such file or folder") for p in missing]
+    for failure in failures:
+        print(f"skipped {failure.message}", file=sys.stderr)
+    if args.heatmaps:
+        Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
+    predictions, interrupted = [], False
+    try:
+        for item in predict_images(model, files, args.batch_size, device, args.workers, args.threshold,
+                                   args.heatmaps, progress=not args.no_progress):
+            if isinstance(item, Failure):
+                failures.append(item)
+                tqdm.write(f"skipped {item.message}", file=sys.stderr)
+            else:
+                predictions.append(item)
+    except KeyboardInterrupt:
+        interrupted = True  # keep what was predicted so far
+    try:
+        write_outputs(args.out, predictions, failures, model, args)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+        return 2
+    unreadable = len({str(f.path) for f in failures})
+    summary = f"{len(predictions)} images predicted"
+    if unreadable:
+        summary += f", {unreadable} skipped or incomplete (see the messages above)"
+    print(summary + (" (interrupted)" if interrupted else ""), file=sys.stderr)
+    if interrupted:
+        return 130
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
