@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 import csra
+from csra.device import pick_device  # noqa: F401  (app.py and the bench pick the device here)
 
 VOC = "voc"
 IMAGENET = "imagenet"
@@ -18,16 +19,6 @@ IMAGENET = "imagenet"
 
 class ModelUnavailable(RuntimeError):
     """A model option that cannot be loaded now; the message says why and what to do."""
-
-
-def pick_device(name="auto"):
-    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available here (use --device cpu or auto)")
-    return device
 
 
 def device_text(device):

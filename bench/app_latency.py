@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as python bench/app_latency.py
 
 import csra  # noqa: E402
 from app import page  # noqa: E402

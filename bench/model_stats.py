@@ -1,19 +1,23 @@
 """Parameters, FLOPs and CPU/GPU forward time of a CSRA model at its input size.
 
-    python -m bench.model_stats                      # resnet101-csra, 448 px, batch 1
-    python -m bench.model_stats --backbone resnet50 --img-size 224
+    python bench/model_stats.py                      # resnet101-csra, 448 px, batch 1
+    python bench/model_stats.py --backbone resnet50 --img-size 224
 
 FLOPs are counted by torch.utils.flop_counter (one multiply-add = 2 FLOPs);
 the MACs column is half of that, the unit mmpretrain's metafile calls FLOPs.
 """
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from csra import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/model_stats.py
+
+from csra import build_model  # noqa: E402
 
 
 def main():

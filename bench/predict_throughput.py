@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/predict_throughput.py
 
 import csra  # noqa: E402
 from csra import predict  # noqa: E402

@@ -11,13 +11,13 @@ compile (amp_cl + torch.compile; default only on CUDA, where it pays off).
 Prints a table and, last, a line `RESULT mode=images_per_s ...`.
 """
 import argparse
-import os
 import sys
+from pathlib import Path
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/train_throughput.py
 
 import csra  # noqa: E402
 from training.distributed import pick_device  # noqa: E402

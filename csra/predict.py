@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
+from .device import pick_device
 from .download import DownloadError
 from .preprocess import load_image
 from .registry import MODEL_CONFIGS, get_model
@@ -106,15 +107,6 @@ def collate(items):
 
 
 # ---------------------------------------------------------------- model
-
-def pick_device(name="auto"):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)  # raises RuntimeError for a malformed name
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("CUDA was asked for but no CUDA GPU is available")
-    return device
-
 
 def load_model(weights=None, classifier=None, lam=None):
     """A CSRAModel from --weights (checkpoint path/URL or registered name) or --classifier."""

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+import csra.device
+
 from .errors import ConfigError
 
 
@@ -30,16 +32,11 @@ class Context:
 
 
 def pick_device(requested=None):
-    """'cuda' when available else 'cpu', unless a device is named."""
-    if requested in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """csra.device.pick_device, with its errors as ConfigError for the training CLIs."""
     try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"--device {requested!r}: not a device (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {requested}: CUDA is not available on this machine")
-    return device
+        return csra.device.pick_device(requested)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def setup(requested_device=None):

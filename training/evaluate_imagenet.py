@@ -34,9 +34,9 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from csra import CheckpointError, DownloadError, from_classifier  # noqa: E402
+from csra import CheckpointError, DownloadError, from_classifier, pick_device  # noqa: E402
 from csra.head import MAX_POOL_T  # noqa: E402
-from csra.predict import ImageFiles, collate, find_images, pick_device  # noqa: E402
+from csra.predict import ImageFiles, collate, find_images  # noqa: E402
 
 WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
 WNID = re.compile(r"^n\d{8}$")
