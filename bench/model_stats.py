@@ -50,8 +50,8 @@ def main():
             if i >= 2:  # two warm-up runs
                 times.append(time.perf_counter() - t0)
     name = f"{args.backbone}-csra x{args.num_heads} @{args.img_size}"
-    print(f"| model | params | head params | GFLOPs | GMACs | device | threads | batch | forward median (s) | min (s) |")
-    print(f"|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | params | head params | GFLOPs | GMACs | device | threads | batch | forward median (s) | min (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| {name} | {params / 1e6:.2f} M | {head_params:,} | {flops / 1e9:.1f} | {flops / 2e9:.1f} | "
           f"{args.device} | {torch.get_num_threads()} | {args.batch_size} | "
           f"{statistics.median(times):.3f} | {min(times):.3f} |")

@@ -100,7 +100,7 @@ def main(argv=None):
     if not rows:
         return 1
     base = next((r["images_per_s"] for r in rows if r["mode"] == "fp32"), rows[0]["images_per_s"])
-    print(f"\n| mode | precision | ms/step | images/s | vs fp32 | warm-up s |")
+    print("\n| mode | precision | ms/step | images/s | vs fp32 | warm-up s |")
     print("|---|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['mode']} | {r['precision']} | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | "

@@ -1,5 +1,4 @@
 """torchvision ResNets without their pooling and fc: images -> feature maps (stride 32)."""
-import torch
 import torchvision
 from torch import nn
 

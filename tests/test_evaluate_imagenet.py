@@ -9,7 +9,6 @@ import csv
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -18,19 +17,14 @@ from PIL import Image
 import csra
 from training import evaluate_imagenet as ev
 
+from . import images
+
 LAMS = [0.0, 0.5, 1.0, 3.0]
 CATEGORIES = torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"]
 
 
 def blob_image(seed, size=(72, 56)):
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.zeros((h, w, 3))
-    for _ in range(4):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(3, 12)
-        a += rng.uniform(0, 255, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
-    return Image.fromarray(np.clip(a + rng.normal(0, 20, a.shape), 0, 255).astype(np.uint8))
+    return images.blob_image(seed, size, blobs=4, radius=(3, 12), noise=20)
 
 
 def folder_name(index, style):

@@ -21,19 +21,9 @@ import csra
 from csra import predict
 from csra.visualize import overlay, value_range
 
+from .images import blob_image
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def blob_image(seed, size=(48, 40), mode="RGB"):
-    rng = np.random.default_rng(seed)
-    w, h = size
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.zeros((h, w, 3))
-    for _ in range(3):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(4, 14)
-        a += rng.uniform(0, 255, 3) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))[..., None]
-    image = Image.fromarray(np.clip(a + rng.normal(0, 10, a.shape), 0, 255).astype(np.uint8))
-    return image.convert(mode)
 
 
 @pytest.fixture(scope="module")
