@@ -39,7 +39,8 @@ class Analysis:
     model_key: str = ""
     source: str = ""           # the path the image was read from (to re-run with another model)
     original_size: tuple = ()  # (width, height) of the decoded image
-    class_maps: np.ndarray = None  # (C, h, w) maps summed over heads (filled in on creation)
+    class_maps: np.ndarray = None  # (C, h, w) maps summed over heads; the mean of class c's map
+                                   # is its logit's average-pooling part (without the bias)
 
     def __post_init__(self):
         if self.class_maps is None:
@@ -165,12 +166,6 @@ def scores_at(analysis, lam):
         probs = 0.5 * (1.0 + np.tanh(0.5 * logits))    # the sigmoid, without overflow
     return Scores(lam=lam, logits=logits, probabilities=probs, base=base, attention=attention,
                   kind=kind)
-
-
-def class_score_maps(analysis):
-    """(C, h, w) score maps of every class, summed over heads: the mean of class c's map is
-    the average-pooling part of its logit (without the bias). Cached on the analysis."""
-    return analysis.class_maps
 
 
 def pooling_weights(analysis, c, lam):

@@ -12,7 +12,7 @@ import numpy as np
 
 from csra import visualize
 
-from .inference import class_score_maps, pooling_weights
+from .inference import pooling_weights
 
 SCALES = {
     "global": "global: one colour range for all classes of this image, so a class the model "
@@ -35,7 +35,7 @@ def caption(name, scores, c):
 
 def heatmap_gallery(analysis, scores, classes, scale="global", alpha=0.5):
     """[(overlay, caption)] for the given class indices, on the chosen colour scale."""
-    maps = class_score_maps(analysis)
+    maps = analysis.class_maps
     lo, hi = colour_ranges(maps, scale)
     names = analysis.class_names
     return [(visualize.overlay(analysis.image, maps[c], lo[c], hi[c], alpha), caption(names[c], scores, c))
@@ -60,7 +60,7 @@ def colour_bar_html(low_label, high_label, note=""):
 
 def scale_legend_html(analysis, scale):
     """Says which colour scale is on and what the colours mean in score-map units."""
-    maps = class_score_maps(analysis)
+    maps = analysis.class_maps
     if scale == "global":
         lo, hi = colour_ranges(maps, "global")
         bar = colour_bar_html(f"{lo[0]:+.2f}", f"{hi[0]:+.2f}", "score-map units, all classes")
