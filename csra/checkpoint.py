@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .classes import default_class_names
 from .head import TEMPERATURES
 from .model import ModelConfig, model_from_config
@@ -43,15 +44,10 @@ def save_checkpoint(path, model, training=None, **extra):
         "training": dict(training or {}),
         **extra,
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(payload, f)
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 

@@ -10,6 +10,9 @@ from urllib.parse import urlparse
 
 import torch
 
+from .atomic import atomic_path
+from .errors import one_line
+
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
 
@@ -40,15 +43,11 @@ def fetch(url, what="file", offline=None, progress=True):
     hint = f"download {url} on a machine with internet and put it at {dest}"
     if is_offline(offline):
         raise DownloadError(f"{what} is not cached and downloads are off (CSRA_OFFLINE): {hint}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     match = HASH_IN_NAME.search(dest.name)
-    tmp = dest.with_name(dest.name + ".part")
     try:
-        torch.hub.download_url_to_file(
-            url, str(tmp), hash_prefix=match.group(1) if match else None, progress=progress)
+        with atomic_path(dest) as tmp:
+            torch.hub.download_url_to_file(
+                url, str(tmp), hash_prefix=match.group(1) if match else None, progress=progress)
     except (OSError, RuntimeError, ValueError) as err:
-        tmp.unlink(missing_ok=True)
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DownloadError(f"could not download {what} ({reason}): {hint}") from None
-    os.replace(tmp, dest)
+        raise DownloadError(f"could not download {what} ({one_line(err)}): {hint}") from None
     return dest

@@ -28,10 +28,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from .atomic import atomic_path
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
 from .device import pick_device
 from .download import DownloadError
+from .errors import one_line
 from .preprocess import load_image
 from .registry import MODEL_CONFIGS, get_model
 from .visualize import overlay, value_range
@@ -92,7 +94,7 @@ class ImageFiles(Dataset):
         try:
             return i, self.preprocessing(load_image(str(self.files[i]))), None
         except Exception as err:  # a bad file must never stop the run; ImageError names the file
-            message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            message = one_line(err)
             if str(self.files[i]) not in message:
                 message = f"{self.files[i]}: {message}"
             return i, None, message
@@ -239,18 +241,13 @@ def write_outputs(out, predictions, failures, model, args):
         print_table(predictions, names)
         return
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     about = {"weights": args.weights, "classifier": args.classifier, "lam": float(model.lam),
              "threshold": args.threshold, "score": score_kind(model)}
-    try:
+    with atomic_path(out) as tmp:
         if out.suffix.lower() == ".csv":
             write_csv(tmp, predictions, names)
         else:
             write_json(tmp, predictions, failures, names, about)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {len(predictions)} rows to {out}", file=sys.stderr)
 
 
@@ -296,7 +293,7 @@ def main(argv=None):
         device = pick_device(args.device)
         model = load_model(args.weights, args.classifier, args.lam)
     except (CheckpointError, DownloadError, ValueError, RuntimeError) as err:
-        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     files, missing = find_images(args.images)
     if not files and not missing:

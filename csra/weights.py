@@ -32,11 +32,6 @@ def safe_load(path):
         raise CheckpointError(f"{path}: {_why_unreadable(path)}") from None
 
 
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
 def _looks_like_torch_file(path):
     """A zip archive (torch.save since 1.6) or a pickle stream (the legacy format)."""
     with open(path, "rb") as f:
@@ -51,11 +46,6 @@ def _why_unreadable(path):
     if not head:
         return "empty file, not a checkpoint"
     return "not a PyTorch checkpoint file"
-
-
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
 
 
 def local_path(source, offline=None):

@@ -9,7 +9,6 @@ official host first, then mirrors. CSRA_OFFLINE=1 also forbids downloads.
 """
 import argparse
 import hashlib
-import os
 import sys
 import tarfile
 import urllib.request
@@ -18,7 +17,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from csra.atomic import atomic_path
 from csra.download import DownloadError, is_offline
+from csra.errors import one_line
 
 from .voc import DataError, load_split
 
@@ -56,17 +57,13 @@ def md5sum(path, chunk=1 << 20):
 
 
 def _download(url, dest, progress=True):
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as f:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while block := response.read(1 << 20):
-                    f.write(block)
-                    bar.update(len(block))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response, \
+            open(tmp, "wb") as f:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            while block := response.read(1 << 20):
+                f.write(block)
+                bar.update(len(block))
 
 
 def fetch_archive(archive, folder, offline=None, progress=True, search=()):
@@ -90,7 +87,7 @@ def fetch_archive(archive, folder, offline=None, progress=True, search=()):
         try:
             _download(url, dest, progress)
         except (OSError, ValueError) as err:
-            reasons.append(f"{url}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+            reasons.append(f"{url}: {one_line(err)}")
             continue
         got = md5sum(dest)
         if got == archive.md5:

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from csra import CheckpointError, DownloadError, from_classifier, pick_device  # noqa: E402
+from csra.errors import one_line  # noqa: E402
 from csra.head import MAX_POOL_T  # noqa: E402
 from csra.predict import ImageFiles, collate, find_images  # noqa: E402
 
@@ -253,7 +254,7 @@ def main(argv=None):
         args.img_size = model.config.image_size
         files, labels, classes = image_folder(args.data, model.class_names)
     except (CheckpointError, DownloadError, ValueError, RuntimeError) as err:
-        print(f"error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     print(f"{len(files)} image files in {len(classes)} class folders; {args.model}, T={temperature}, "
           f"{args.img_size} px ({args.resize}), lambdas {' '.join(f'{x:g}' for x in args.lam)}",

@@ -1,6 +1,5 @@
 """PNG figures: training curves, per-class AP, PR curves and the pointing game (matplotlib, Agg)."""
 import math
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,20 +9,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from csra.atomic import atomic_path  # noqa: E402
+
 from .metrics import precision_recall_curve  # noqa: E402
 
 
 def _save(fig, path):
     """Write atomically, so a killed run never leaves half a PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def plot_loss(history, path):

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import csra
 from csra import CheckpointError, DownloadError, ImageError
+from csra.atomic import atomic_path
 from csra.weights import safe_load
 
 from . import distributed as dist_utils
@@ -170,14 +171,12 @@ def merge_resumed_args(args, given, state, path):
 
 
 def write_csv(history, path):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for row in history:
             w.writerow({k: ("" if row.get(k) is None else
                             (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])) for k in CSV_FIELDS})
-    os.replace(tmp, path)
 
 
 def build_loaders(ctx, args, train_split, test_split, preprocessing):
