@@ -76,7 +76,7 @@ class ModelStore:
                 except (csra.DownloadError, csra.CheckpointError, ValueError, OSError) as err:
                     option.error = str(err)
                     raise ModelUnavailable(f"{option.label}: cannot load it — {err}") from None
-                option.model = model.to(self.device).eval()
+                option.model = csra.prepare_for_inference(model, self.device)
                 option.error = ""
         return option.model
 

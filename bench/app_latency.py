@@ -62,7 +62,7 @@ def main(argv=None):
     device = pick_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     torch.manual_seed(0)
-    model = csra.get_model(MODEL, pretrained=False).to(device).eval()
+    model = csra.prepare_for_inference(csra.get_model(MODEL, pretrained=False), device)
     with tempfile.TemporaryDirectory() as tmp:
         path = test_photo(tmp)
         x = model.preprocessing(csra.load_image(path))[None].to(device)

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
-from .device import pick_device
+from .device import pick_device, prepare_for_inference
 from .download import DownloadError
 from .errors import one_line
 from .preprocess import load_image
@@ -140,7 +140,7 @@ def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshol
                    heatmap_dir=None, progress=True):
     """Yields a Prediction or a Failure per file (in batches, in file order within a batch)."""
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = prepare_for_inference(model, device)
     loader = DataLoader(ImageFiles(files, model.preprocessing), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     names = model.class_names

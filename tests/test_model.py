@@ -40,6 +40,24 @@ def test_forward_is_head_of_features_and_lambda_is_settable():
         assert torch.allclose(model(x), model.head.logits_from_maps(maps, 0.6), atol=1e-6)
 
 
+def test_prepare_for_inference_keeps_logits_and_score_maps():
+    torch.manual_seed(0)
+    model = build_model("resnet18", num_classes=5, num_heads=2, lam=0.3)
+    model.train()  # batch norm in training mode would change the outputs: it must come back in eval mode
+    x = torch.rand(2, 3, 96, 64)
+    reference = build_model("resnet18", num_classes=5, num_heads=2, lam=0.3)
+    reference.load_state_dict(model.state_dict())
+    reference.eval()
+    ready = csra.prepare_for_inference(model, "cpu")
+    assert ready is model and not ready.training
+    conv = ready.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    with torch.no_grad():
+        torch.testing.assert_close(ready(x), reference(x), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ready.head.score_maps(ready.forward_features(x)),
+                                   reference.head.score_maps(reference.forward_features(x)), rtol=1e-4, atol=1e-5)
+
+
 def test_backbone_weights_from_a_torchvision_state_dict(tmp_path):
     net = torchvision.models.resnet18(weights=None)
     torch.save(net.state_dict(), tmp_path / "r18.pth")  # with its fc, as torchvision ships it

@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from csra import CheckpointError, DownloadError, from_classifier, pick_device  # noqa: E402
+from csra import CheckpointError, DownloadError, from_classifier, pick_device, prepare_for_inference  # noqa: E402
 from csra.errors import one_line  # noqa: E402
 from csra.head import MAX_POOL_T  # noqa: E402
 from csra.predict import ImageFiles, collate, find_images  # noqa: E402
@@ -136,7 +136,7 @@ def evaluate(model, files, labels, lams, batch_size=32, device="cpu", workers=0,
     Returns ({lam: (top1_correct, top5_correct)}, images evaluated, [failure messages]).
     """
     device = torch.device(device)
-    model = model.to(device).eval()
+    model = prepare_for_inference(model, device)
     dataset = ImageFiles(files, preprocess or model.preprocessing)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
                         pin_memory=device.type == "cuda")
