@@ -68,5 +68,6 @@ def forward_times(model, x, repeats):
                 times.append(time.perf_counter() - t0)
     return times
 
+
 if __name__ == "__main__":
     main()

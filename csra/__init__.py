@@ -13,7 +13,8 @@ from .weights import CheckpointError
 
 __all__ = [
     "RESNETS", "ResNetBackbone", "build_backbone", "load_checkpoint", "save_checkpoint",
-    "COCO_CLASSES", "VOC_CLASSES", "CLASSIFIERS", "from_classifier", "pick_device", "prepare_for_inference", "DownloadError", "MAX_POOL_T", "TEMPERATURES", "CSRAHead",
+    "COCO_CLASSES", "VOC_CLASSES", "CLASSIFIERS", "from_classifier", "pick_device", "prepare_for_inference",
+    "DownloadError", "MAX_POOL_T", "TEMPERATURES", "CSRAHead",
     "CSRAModel", "ModelConfig", "build_model", "ImageError", "Preprocessing", "load_image",
     "to_rgb", "MODEL_CONFIGS", "get_model", "list_models", "CheckpointError",
 ]
