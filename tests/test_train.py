@@ -16,7 +16,7 @@ import torch
 import csra
 from training import evaluate, train
 from training.make_synthetic import make_synthetic
-from training.schedule import lr_factor
+from training.schedule import last_lr, lr_factor, warmup_step_schedule
 from training.voc import load_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,10 +99,21 @@ def test_pointing_game_beats_a_random_point_by_far(trained, capsys):
 
 def test_schedule_is_per_iteration_warmup_then_step_decay():
     n = 5  # iterations per epoch; 2 warm-up epochs; x0.1 every 4 epochs (the authors' VOC schedule)
-    got = [lr_factor(e, k, n, warmup_epochs=2, step=4, gamma=0.1) for e in range(10) for k in range(n)]
     expected = [(t + 1) / 10 for t in range(10)] + [1.0] * 10 + [0.1] * 20 + [0.01] * 10
+    got = [lr_factor(t, n, warmup_epochs=2, step_epochs=4, gamma=0.1) for t in range(10 * n)]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    assert lr_factor(7, 0, n, warmup_epochs=0, step=0) == 1.0
+    assert lr_factor(7, n, warmup_epochs=0, step_epochs=0) == 1.0
+    # the LambdaLR the trainer steps after each optimizer step gives the same rates, per parameter group
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [weight], "lr": 0.01}, {"params": [], "lr": 0.1}], lr=0.01)
+    schedule = warmup_step_schedule(optimizer, n, warmup_epochs=2, step_epochs=4, gamma=0.1)
+    used = []
+    for _ in range(10 * n):
+        used.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        schedule.step()
+        assert last_lr(schedule) == pytest.approx(used[-1][0])
+    np.testing.assert_allclose(used, np.outer(expected, [0.01, 0.1]), rtol=1e-12)
 
 
 def resume_args(data, out, epochs):

@@ -67,11 +67,11 @@ def train_step(model, images, targets, optimizer, precision):
     return loss.detach()
 
 
-def train_epoch(ctx, model, loader, optimizer, set_lr, precision, epoch, num_epochs,
+def train_epoch(ctx, model, loader, optimizer, schedule, precision, epoch, num_epochs,
                 channels_last=False, progress=True):
     """Train one epoch; returns (per-iteration losses of this process, mean loss over ranks, images/s).
 
-    set_lr(iteration) sets the learning rates before each step (the schedule is per iteration).
+    schedule.step() follows each optimizer step (the schedule is per iteration, training/schedule.py).
     """
     model.train()
     losses = []
@@ -81,8 +81,8 @@ def train_epoch(ctx, model, loader, optimizer, set_lr, precision, epoch, num_epo
     for images, labels, _ in bar:
         images = to_device(images, ctx.device, channels_last)
         targets = training_targets(labels.to(ctx.device, non_blocking=True))
-        set_lr(len(losses))
         loss = float(train_step(model, images, targets, optimizer, precision))
+        schedule.step()
         if not math.isfinite(loss):
             raise TrainingDiverged(f"the loss became {loss} at epoch {epoch}, iteration {len(losses) + 1}; "
                                    "try a lower --lr (or --amp-dtype bf16)")

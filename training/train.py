@@ -39,7 +39,7 @@ from .engine import Precision, predict, train_epoch
 from .errors import ConfigError, TrainingDiverged, one_line
 from .metrics import multilabel_metrics
 from .plots import plot_loss, plot_map
-from .schedule import WarmupStepSchedule
+from .schedule import last_lr, warmup_step_schedule
 from .voc import DataError, VOCDataset, load_split
 
 # Options that define the run; --resume keeps the saved values and refuses different ones.
@@ -205,10 +205,8 @@ def build_loaders(ctx, args, train_split, test_split, preprocessing):
 def build_optimizer(model, args):
     head = [p for n, p in model.named_parameters() if n.startswith("head.")]
     backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
-    base_lrs = [args.lr, args.lr * args.head_lr_mult]
-    optimizer = torch.optim.SGD([{"params": backbone, "lr": base_lrs[0]}, {"params": head, "lr": base_lrs[1]}],
-                                momentum=args.momentum, weight_decay=args.weight_decay)
-    return optimizer, base_lrs
+    return torch.optim.SGD([{"params": backbone, "lr": args.lr}, {"params": head, "lr": args.lr * args.head_lr_mult}],
+                           momentum=args.momentum, weight_decay=args.weight_decay)
 
 
 def make_model(ctx, args, classes):
@@ -272,11 +270,6 @@ def run(ctx, args, given):
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     raw_model = model
-    optimizer, base_lrs = build_optimizer(raw_model, args)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
     train_model = raw_model
     if ctx.distributed:
         if args.sync_bn:
@@ -289,8 +282,17 @@ def run(ctx, args, given):
     preprocessing = raw_model.preprocessing
     train_loader, sampler, generator, test_loader, train_ds = build_loaders(ctx, args, train_split, test_split,
                                                                    preprocessing)
-    schedule = WarmupStepSchedule(optimizer, base_lrs, len(train_loader), args.warmup_epochs, args.lr_step,
-                                  args.lr_gamma)
+    optimizer = build_optimizer(raw_model, args)
+    schedule = warmup_step_schedule(optimizer, len(train_loader), args.warmup_epochs, args.lr_step, args.lr_gamma)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        if "last_epoch" in state["schedule"]:
+            schedule.load_state_dict(state["schedule"])
+        else:  # a last.pth from before the LambdaLR schedule: the count follows from the epoch
+            schedule.last_epoch = start_epoch * len(train_loader) - 1
+            schedule.step()
+        if precision.scaler is not None and state.get("scaler"):
+            precision.scaler.load_state_dict(state["scaler"])
     history = list(state["history"]) if state else []
     best = dict(state.get("best") or {}) if state else {}
     if ctx.is_main:
@@ -312,9 +314,9 @@ def run(ctx, args, given):
         generator.manual_seed(seed)
         epoch_start = time.perf_counter()
         losses, mean_loss, speed = train_epoch(
-            ctx, train_model, train_loader, optimizer, lambda k, e=epoch - 1: schedule.set(e, k), precision,
+            ctx, train_model, train_loader, optimizer, schedule, precision,
             epoch, args.epochs, args.channels_last, args.progress)
-        row = {"epoch": epoch, "train_loss": mean_loss, "lr": optimizer.param_groups[0]["lr"],
+        row = {"epoch": epoch, "train_loss": mean_loss, "lr": last_lr(schedule),
                "images_per_s": speed, "iteration_losses": losses}
         if epoch % args.val_every == 0 or epoch == args.epochs:
             scores, _ = predict(ctx, raw_model, test_loader, precision, args.channels_last,
