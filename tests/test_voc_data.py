@@ -1,10 +1,13 @@
 """VOC parsing, clear data errors, and the VOC07 download/prepare path (file:// URLs, no network)."""
+import functools
 import hashlib
+import http.server
 import io
 import shutil
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,8 @@ import pytest
 import torch
 
 from csra import VOC_CLASSES, DownloadError, Preprocessing
+from torchvision.datasets.utils import check_integrity
+
 from training import download_voc
 from training.augment import EvalTransform
 from training.make_synthetic import make_synthetic
@@ -23,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def synth(tmp_path):
-    return make_synthetic(tmp_path / "synth", seed=1, num_train=16, num_test=6, size=64, progress=False)
+    return make_synthetic(tmp_path / "synth", seed=1, num_train=16, num_test=6, size=64)
 
 
 XML = """<annotation><size><width>50</width><height>40</height><depth>3</depth></size>
@@ -138,7 +143,22 @@ def make_tar(path, files):
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def voc_like_archives(synth, folder):
+@pytest.fixture
+def http_folder(tmp_path):
+    """A folder served over HTTP on 127.0.0.1, as a mirror of the archives would be."""
+    folder = tmp_path / "server"
+    folder.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def voc_like_archives(synth, folder, base_url):
     """Two tars laid out like VOC's: trainval and test halves of the synthetic set."""
     archives = []
     for split in ("trainval", "test"):
@@ -150,37 +170,35 @@ def voc_like_archives(synth, folder):
             files[f"VOCdevkit/VOC2007/Annotations/{i}.xml"] = (synth / "Annotations" / f"{i}.xml").read_bytes()
         tar = folder / f"{split}.tar"
         md5 = make_tar(tar, files)
-        archives.append(download_voc.Archive(tar.name, md5, (tar.as_uri(),), split, len(ids)))
+        archives.append(download_voc.Archive(tar.name, md5, (base_url + tar.name,), split, len(ids)))
     return archives
 
 
-def test_prepare_downloads_checks_md5_and_unpacks(tmp_path, synth):
-    served = tmp_path / "server"
-    served.mkdir()
-    archives = voc_like_archives(synth, served)
+def test_prepare_downloads_checks_md5_and_unpacks(tmp_path, synth, http_folder):
+    served, base_url = http_folder
+    archives = voc_like_archives(synth, served, base_url)
     out = tmp_path / "data"
-    root = download_voc.prepare_voc2007(out, archives, offline=False, progress=False)
+    root = download_voc.prepare_voc2007(out, archives, offline=False)
     assert root == out / "VOCdevkit" / "VOC2007"
     assert len(load_split(out, "trainval")) == 16 and len(load_split(out, "test")) == 6
     assert (out / "trainval.tar").is_file() and not list(out.glob("*.part"))
     # a second run finds everything in place and needs no download, even offline
     (served / "trainval.tar").unlink()
-    assert download_voc.prepare_voc2007(out, archives, offline=True, progress=False) == root
+    assert download_voc.prepare_voc2007(out, archives, offline=True) == root
 
 
-def test_mirror_fallback_and_md5_mismatch(tmp_path, synth):
-    served = tmp_path / "server"
-    served.mkdir()
-    good = voc_like_archives(synth, served)
-    bad_urls = (served.joinpath("missing.tar").as_uri(),) + good[0].urls
+def test_mirror_fallback_and_md5_mismatch(tmp_path, synth, http_folder):
+    served, base_url = http_folder
+    good = voc_like_archives(synth, served, base_url)
+    bad_urls = (base_url + "missing.tar",) + good[0].urls
     fallback = download_voc.Archive(good[0].filename, good[0].md5, bad_urls, "trainval", 16)
     (tmp_path / "a").mkdir()
-    path = download_voc.fetch_archive(fallback, tmp_path / "a", progress=False)
-    assert download_voc.md5sum(path) == good[0].md5
+    path = download_voc.fetch_archive(fallback, tmp_path / "a")
+    assert check_integrity(path, good[0].md5)
     wrong = download_voc.Archive(good[0].filename, "0" * 32, good[0].urls, "trainval", 16)
     (tmp_path / "b").mkdir()
-    with pytest.raises(DownloadError, match="MD5 [0-9a-f]{32}, expected 0{32}"):
-        download_voc.fetch_archive(wrong, tmp_path / "b", progress=False)
+    with pytest.raises(DownloadError, match="MD5 is not 0{32}"):
+        download_voc.fetch_archive(wrong, tmp_path / "b")
     assert not list((tmp_path / "b").iterdir())  # the bad download was removed
 
 

@@ -8,16 +8,14 @@ files elsewhere, copy them into OUT and run with --offline. Downloads try the
 official host first, then mirrors. CSRA_OFFLINE=1 also forbids downloads.
 """
 import argparse
-import hashlib
 import sys
 import tarfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchvision.datasets.utils import check_integrity, download_url
 from tqdm import tqdm
 
-from csra.atomic import atomic_path
 from csra.download import DownloadError, is_offline
 from csra.errors import one_line
 
@@ -48,33 +46,13 @@ def voc2007_archives(base_urls=(OFFICIAL, *MIRRORS)):
     )
 
 
-def md5sum(path, chunk=1 << 20):
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _download(url, dest, progress=True):
-    with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as response, \
-            open(tmp, "wb") as f:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-            while block := response.read(1 << 20):
-                f.write(block)
-                bar.update(len(block))
-
-
-def fetch_archive(archive, folder, offline=None, progress=True, search=()):
+def fetch_archive(archive, folder, offline=None, search=()):
     """Path of a checked copy of the archive in folder (or one of the search folders), downloading it."""
     for place in (folder, *search):
         path = Path(place) / archive.filename
-        if path.is_file():
-            if md5sum(path) == archive.md5:
-                return path
-            if place != folder:
-                continue
+        if check_integrity(path, archive.md5):
+            return path
+        if path.is_file() and place == folder:
             print(f"{path}: MD5 does not match the official archive; downloading it again", file=sys.stderr)
             path.unlink()
     dest = Path(folder) / archive.filename
@@ -85,20 +63,21 @@ def fetch_archive(archive, folder, offline=None, progress=True, search=()):
     reasons = []
     for url in archive.urls:
         try:
-            _download(url, dest, progress)
+            download_url(url, folder, archive.filename, archive.md5)  # checks the MD5 when done
+            return dest
+        except RuntimeError:  # torchvision's word for a finished download with another MD5
+            reasons.append(f"{url}: the download's MD5 is not {archive.md5}")
         except (OSError, ValueError) as err:
             reasons.append(f"{url}: {one_line(err)}")
-            continue
-        got = md5sum(dest)
-        if got == archive.md5:
-            return dest
-        dest.unlink()
-        reasons.append(f"{url}: MD5 {got}, expected {archive.md5}")
+        dest.unlink(missing_ok=True)  # a partial or corrupt download
     raise DownloadError(f"could not download {archive.filename} ({'; '.join(reasons)}): {hint}")
 
 
 def safe_extract(tar_path, dest):
-    """Unpack a tar, refusing members that would land outside dest or are links/devices."""
+    """Unpack a tar, refusing members that would land outside dest or are links/devices.
+
+    (torchvision's extract_archive calls tarfile.extractall without a member filter on
+    Python < 3.14, so a crafted archive could write outside dest.)"""
     dest = Path(dest).resolve()
     try:
         with tarfile.open(tar_path) as tar:
@@ -116,7 +95,7 @@ def safe_extract(tar_path, dest):
         raise DownloadError(f"{tar_path}: broken archive ({err}); delete it and run again") from None
 
 
-def prepare_voc2007(out, archives=None, offline=None, keep_archives=True, search=(), progress=True):
+def prepare_voc2007(out, archives=None, offline=None, keep_archives=True, search=()):
     """Fetch (or find), check and unpack the archives into out; returns out/VOCdevkit/VOC2007."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +108,7 @@ def prepare_voc2007(out, archives=None, offline=None, keep_archives=True, search
                 continue
         except DataError:
             pass
-        path = fetch_archive(archive, out, offline, progress, search)
+        path = fetch_archive(archive, out, offline, search)
         safe_extract(path, out)
         if not keep_archives and path.parent == out:
             path.unlink()
