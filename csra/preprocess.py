@@ -105,6 +105,3 @@ class Preprocessing:
     def __call__(self, image):
         """RGB PIL image of any size -> (3, image_size, image_size) model input."""
         return self.to_tensor(self.resize(image))
-
-    def batch(self, images):
-        return torch.stack([self(im) for im in images])

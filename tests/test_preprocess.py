@@ -92,4 +92,3 @@ def test_preprocessing_resizes_scales_and_normalises():
     assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.5) / 0.5, (0.2 - 0.5) / 0.25, -0.5]))
     plain = Preprocessing(16)(im)  # the VOC recipe: [0, 1], no mean/std
     assert plain.min() >= 0 and plain.max() <= 1
-    assert p.batch([im, im]).shape == (2, 3, 16, 16)
