@@ -9,17 +9,12 @@ The forward pass is timed twice: with the weights as built (contiguous) and as
 the app and the CLIs run it (csra.prepare_for_inference: channels-last).
 """
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Measurement, Timer
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/model_stats.py
-
-from csra import build_model, prepare_for_inference  # noqa: E402
+from csra import build_model, prepare_for_inference
 
 
 def main():
@@ -47,26 +42,20 @@ def main():
     print("| model | params | head params | GFLOPs | GMACs | device | threads | batch | layout "
           "| forward median (s) | min (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for layout, times in (("contiguous", contiguous), ("channels-last", channels_last)):
+    for layout, m in (("contiguous", contiguous), ("channels-last", channels_last)):
         print(f"| {name} | {params / 1e6:.2f} M | {head_params:,} | {flops / 1e9:.1f} | {flops / 2e9:.1f} | "
               f"{args.device} | {torch.get_num_threads()} | {args.batch_size} | {layout} | "
-              f"{statistics.median(times):.3f} | {min(times):.3f} |")
+              f"{m.median:.3f} | {min(m.times):.3f} |")
+    print(f"RESULT params_m={params / 1e6:.2f} gflops={flops / 1e9:.1f} forward_s={contiguous.median:.3f} "
+          f"forward_channels_last_s={channels_last.median:.3f}")
 
 
 def forward_times(model, x, repeats):
-    """Seconds per forward pass, `repeats` times after two warm-up runs."""
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 2):
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            model(x)
-            if x.is_cuda:
-                torch.cuda.synchronize()
-            if i >= 2:
-                times.append(time.perf_counter() - t0)
-    return times
+    """A torch.utils.benchmark Measurement of `repeats` single forward passes after two warm-up
+    runs (Timer synchronises CUDA around each run); .median and .times are per pass."""
+    timer = Timer("with torch.inference_mode(): model(x)", globals={"torch": torch, "model": model, "x": x})
+    timer.timeit(2)
+    return Measurement.merge([timer.timeit(1) for _ in range(repeats)])[0]
 
 
 if __name__ == "__main__":

@@ -12,16 +12,12 @@ Prints a table and, last, a line `RESULT mode=images_per_s ...`.
 """
 import argparse
 import sys
-from pathlib import Path
-import time
 
 import torch
+from torch.utils.benchmark import Timer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/train_throughput.py
-
-import csra  # noqa: E402
-from training.distributed import pick_device  # noqa: E402
-from training.engine import Precision, train_step  # noqa: E402
+import csra
+from training.engine import Precision, train_step
 
 MODES = ("fp32", "amp_cl", "compile")
 
@@ -41,27 +37,19 @@ def measure(mode, args, device):
         images = images.contiguous(memory_format=torch.channels_last)
     targets = (torch.rand(args.batch_size, 20, device=device) < 0.1).float()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    start = time.perf_counter()
-    for _ in range(args.warmup):
-        train_step(step_model, images, targets, optimizer, precision)
-    sync()
-    warmup_s = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        loss = train_step(step_model, images, targets, optimizer, precision)
-    sync()
-    elapsed = time.perf_counter() - start
+    timer = Timer("train_step(step_model, images, targets, optimizer, precision)",
+                  globals={"train_step": train_step, "step_model": step_model, "images": images,
+                           "targets": targets, "optimizer": optimizer, "precision": precision})
+    warmup = timer.timeit(args.warmup)  # torch.compile compiles here
+    measured = timer.timeit(args.steps)  # Timer synchronises CUDA around the timed steps
+    loss = train_step(step_model, images, targets, optimizer, precision)
     if not torch.isfinite(loss):
         raise RuntimeError(f"{mode}: loss is {float(loss)}")
     described = precision.describe() + (" + channels_last" if channels_last else "")
     described += " + torch.compile" if mode == "compile" else ""
     return {"mode": mode, "precision": described,
-            "step_ms": 1000 * elapsed / args.steps, "images_per_s": args.batch_size * args.steps / elapsed,
-            "warmup_s": warmup_s}
+            "step_ms": 1000 * measured.mean, "images_per_s": args.batch_size / measured.mean,
+            "warmup_s": warmup.mean * args.warmup}
 
 
 def main(argv=None):
@@ -76,7 +64,7 @@ def main(argv=None):
     p.add_argument("--modes", default=None, help=f"comma-separated from {','.join(MODES)} "
                                                  "(default: all on CUDA, fp32,amp_cl on CPU)")
     args = p.parse_args(argv)
-    device = pick_device(args.device)
+    device = csra.pick_device(args.device)
     if args.warmup is None:
         args.warmup = 3 if device.type == "cuda" else 1
     modes = (args.modes.split(",") if args.modes else
