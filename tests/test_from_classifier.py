@@ -212,7 +212,8 @@ def test_lite0_lambda_zero_is_the_classifier_and_lambda_positive_matches_hand_co
                         else (torch.softmax(temperature * s, dim=-1) * s).sum(dim=-1))
             reference = s.mean(dim=-1) + 0.3 * attended + net.classifier.bias
             got = model(x)
-            torch.testing.assert_close(got, reference, rtol=0, atol=1e-10 * (1 + reference.abs().max().item()))
+            tolerance = 1e-10 * (1 + reference.abs().max().item())
+            torch.testing.assert_close(got, reference, rtol=0, atol=tolerance)
             assert (got - expected).abs().max() > 1e-3 * (1 + scale)
 
 
@@ -267,8 +268,9 @@ def test_lite0_port_weights_every_key_is_used_and_checked(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    gone = "_blocks.3._project_conv.weight"
     for label, broken in [("unused", port | {"_blocks.16._bn0.weight": torch.ones(3)}),
-                          ("missing", {k: v for k, v in port.items() if k != "_blocks.3._project_conv.weight"}),
+                          ("missing", {k: v for k, v in port.items() if k != gone}),
                           ("wrong shape", port | {"_fc.weight": torch.zeros(10, 1280)})]:
         torch.save(broken, path)
         with pytest.raises(csra.CheckpointError, match=f"port.pth.*1 {label}"):
