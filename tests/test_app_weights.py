@@ -57,6 +57,19 @@ def test_offline_without_runs_or_cache_serves_the_embedded_model_and_says_why(tm
     assert not cached.exists()                                      # nothing was downloaded
 
 
+def test_without_internet_the_failed_download_is_the_reason(tmp_path, monkeypatch):
+    """Downloads allowed but failing (no internet): the embedded model, and the error quoted."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("CSRA_OFFLINE", raising=False)
+
+    def no_internet(name, pretrained=False, offline=None):
+        raise csra.DownloadError("could not download checkpoint (Name or service not known)")
+    monkeypatch.setattr(csra, "get_model", no_internet)
+    model, choice = load_served_model(root=tmp_path)
+    assert choice.source == EMBEDDED and "Name or service not known" in choice.banner
+    assert GET_VOC_COMMAND in choice.banner
+
+
 def test_a_broken_run_checkpoint_is_skipped_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     broken = tmp_path / "runs" / "20240101-000000" / "best.pth"
