@@ -1,7 +1,9 @@
 """The CSRA explorer web page: python app.py [--weights PATH_OR_URL] [--port 7860] ...
 
 Weights: --weights, else the newest runs/*/best.pth here, else mmpretrain's
-VOC07 checkpoint (downloaded once into torch.hub's cache). See README.
+VOC07 checkpoint (downloaded once into torch.hub's cache), else the embedded
+EfficientNet-Lite0 ImageNet classifier + CSRA (no download: its weights come
+with an installed package), with a banner on the page saying why. See README.
 """
 import argparse
 import logging
@@ -18,16 +20,17 @@ def parse_args(argv=None):
         "class scores, where each class looks, and what lambda changes.")
     p.add_argument("--weights", default=None, metavar="PATH_OR_URL",
                    help="checkpoint to serve (default: newest runs/*/best.pth, else the official "
-                        "mmpretrain VOC07 weights)")
+                        "mmpretrain VOC07 weights, else the embedded ImageNet classifier)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; 0.0.0.0: all interfaces)")
     p.add_argument("--port", type=int, default=7860, help="default 7860")
     p.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto (default): CUDA when present, else CPU")
-    p.add_argument("--classifier", default="resnet50", metavar="NAME",
-                   help="torchvision ImageNet classifier for the 'no training' option "
-                        "(default resnet50; loaded when first picked; 'none' hides the option)")
+    p.add_argument("--classifier", default="auto", metavar="NAME",
+                   help="ImageNet classifier for the 'no training' option, loaded when first picked "
+                        "(default auto: resnet50 when torchvision's weights for it are cached, else "
+                        "the embedded efficientnet_lite0; 'none' hides the option)")
     return p.parse_args(argv)
 
 
@@ -35,20 +38,21 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import csra
-    from app.models import default_store, pick_device
-    from app.weights import NoWeights, load_voc_model
+    from app.models import default_classifier, default_store, pick_device
+    from app.weights import NoWeights, load_served_model
 
-    if args.classifier != "none" and args.classifier not in csra.CLASSIFIERS:
+    if args.classifier not in ("none", "auto") and args.classifier not in csra.CLASSIFIERS:
         print(f"error: --classifier {args.classifier!r} is not supported; choose one of "
-              f"{', '.join(csra.CLASSIFIERS)} or 'none'", file=sys.stderr)
+              f"{', '.join(csra.CLASSIFIERS)}, 'auto' or 'none'", file=sys.stderr)
         return 2
+    classifier = {"none": None, "auto": default_classifier()}.get(args.classifier, args.classifier)
     try:
         device = pick_device(args.device)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        model, choice = load_voc_model(args.weights)
+        model, choice = load_served_model(args.weights)
     except NoWeights as err:
         print(err, file=sys.stderr)
         return 2
@@ -59,8 +63,7 @@ def main(argv=None):
     print(f"Weights: {choice.source} ({choice.reason}); device: {device}")
 
     from app.ui import build_demo, launch
-    store = default_store(model, classifier=None if args.classifier == "none" else args.classifier,
-                          device=device)
+    store = default_store(model, classifier=classifier, device=device, banner=choice.banner)
     demo = build_demo(store)
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0

