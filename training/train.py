@@ -344,8 +344,8 @@ def run(ctx, args, given):
         init = "from scratch" if str(args.pretrained).lower() == "none" else f"from {args.pretrained}"
         print(f"{'resuming after epoch ' + str(start_epoch) + ' of' if state else 'training'} "
               f"{args.backbone} ({init}, {args.num_heads} head(s), lambda {args.lam}) on "
-              f"{len(train_split)} {args.train_split} images of {train_split.root} ({train_split.format}) "
-              f"({len(classes)} classes), testing on {len(test_split)} {args.test_split} images; "
+              f"{len(train_split)} images of {train_split.source} ({train_split.format}, {len(classes)} classes), "
+              f"testing on {len(test_split)} images of {test_split.source.name}; "
               f"{args.img_size} px, batch {args.batch_size}, {ctx.device.type} {precision.describe()}, "
               f"{ctx.world_size} process(es); writing {out}")
 
