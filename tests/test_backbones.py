@@ -137,3 +137,22 @@ def test_checkpoint_of_another_family_round_trips(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert F.sigmoid(loaded(x)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "vit_b_16"])
+def test_head_lr_multiplier_finds_the_head_by_name_on_any_backbone(name):
+    import argparse
+
+    from training.schedule import WarmupStepSchedule
+    from training.train import build_optimizer
+    model = csra.build_model(name, num_classes=3, image_size=SIZE)
+    args = argparse.Namespace(lr=0.01, head_lr_mult=10.0, momentum=0.9, weight_decay=1e-4)
+    optimizer, base_lrs = build_optimizer(model, args)
+    backbone, head = optimizer.param_groups
+    assert {id(p) for p in head["params"]} == {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.backbone.parameters()}
+    schedule = WarmupStepSchedule(optimizer, base_lrs, iters_per_epoch=4, warmup_epochs=2, step=4, gamma=0.1)
+    schedule.set(0, 3)  # half-way through warm-up
+    assert (backbone["lr"], head["lr"]) == pytest.approx((0.005, 0.05))
+    schedule.set(4, 0)  # first decay
+    assert (backbone["lr"], head["lr"]) == pytest.approx((0.001, 0.01))
