@@ -85,8 +85,9 @@ def build_parser(suppress=False):
                    help="any torchvision network of csra.list_backbones(): resnet101 (default), resnet50, "
                         "convnext_tiny, efficientnet_b3, efficientnet_v2_s, regnet_y_8gf, mobilenet_v3_large, "
                         "swin_t, vit_b_16, ...")
-    g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES))
-    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda")
+    g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES),
+                   help="CSRA heads (default 1; 4 on COCO)")
+    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda (default 0.1; 0.5 on COCO)")
     g.add_argument("--img-size", type=int, default=d(448))
     g.add_argument("--pretrained", default=d("imagenet"),
                    help="imagenet (torchvision's IMAGENET1K_V1 weights, downloaded once), none, or the .pth of "
@@ -101,7 +102,7 @@ def build_parser(suppress=False):
     g.add_argument("--momentum", type=float, default=d(0.9))
     g.add_argument("--weight-decay", type=float, default=d(1e-4))
     g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
+    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never; default 4, 5 on COCO)")
     g.add_argument("--lr-gamma", type=float, default=d(0.1))
     g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
