@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from csra.classes import default_class_names
 
@@ -112,7 +113,7 @@ def classes_without_positives(split):
 def check_images(paths, where):
     """Raise DataError if some files are missing, empty or not images (count + the first few)."""
     problems = []
-    for path in paths:
+    for path in tqdm(paths, desc="checking images", unit="img", leave=False, disable=len(paths) < 5000):
         try:
             with open(path, "rb") as f:
                 head = f.read(12)
@@ -281,6 +282,7 @@ def read_coco_split(root, split, limit=None):
         classes = tuple(c["name"] for c in categories)
         class_of = {c["id"]: k for k, c in enumerate(categories)}
         images = {im["id"]: im for im in data["images"]}
+        file_names = {image_id: im["file_name"] for image_id, im in images.items()}
     except (KeyError, TypeError) as err:
         raise DataError(f"{path}: bad categories or images entry ({err!r} missing)") from None
     problems = []
@@ -315,7 +317,7 @@ def read_coco_split(root, split, limit=None):
             if bbox and len(bbox) == 4:
                 x, y, w, h = bbox
                 boxes.append(VOCObject(c, False, (int(x) + 1, int(y) + 1, int(round(x + w)), int(round(y + h)))))
-        paths.append(folder / image["file_name"])
+        paths.append(folder / file_names[image_id])
         labels.append(row)
         annotations.append(Annotation(int(image.get("width", 0)), int(image.get("height", 0)), boxes))
     return _finish(root, split, "coco", path, classes, paths, labels, limit, annotations)
