@@ -156,7 +156,8 @@ def evaluate(args):
     out.mkdir(parents=True, exist_ok=True)
     info = getattr(model, "info", {})
     report = {
-        "weights": str(args.weights), "format": info.get("format"), "data_root": str(split.root), "dataset": split.format,
+        "weights": str(args.weights), "format": info.get("format"), "data_root": str(split.root),
+        "dataset": split.format,
         "split": args.split, "images": len(split), "classes": list(split.classes),
         "lam": float(model.lam), "image_size": model.config.image_size, "threshold": args.threshold,
         "metrics": {k: metrics[k] for k in METRIC_KEYS},

@@ -197,7 +197,8 @@ def main(argv=None):
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.num_train} {'trainval' if args.format == 'voc' else 'train'} + {args.num_test} test "
-          f"images of {len(CLASSES)} classes ({args.format} layout) to {out}; train with: python -m training.train --data-root {out}")
+          f"images of {len(CLASSES)} classes ({args.format} layout) to {out}; "
+          f"train with: python -m training.train --data-root {out}")
     return 0
 
 

@@ -102,7 +102,8 @@ def build_parser(suppress=False):
     g.add_argument("--momentum", type=float, default=d(0.9))
     g.add_argument("--weight-decay", type=float, default=d(1e-4))
     g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never; default 4, 5 on COCO)")
+    g.add_argument("--lr-step", type=int, default=d(4),
+                   help="multiply lr by --lr-gamma every N epochs (0: never; default 4, 5 on COCO)")
     g.add_argument("--lr-gamma", type=float, default=d(0.1))
     g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
