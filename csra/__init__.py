@@ -1,5 +1,6 @@
 """CSRA: class-specific residual attention for multi-label image recognition."""
 from .backbone import RESNETS, ResNetBackbone, build_backbone
+from .backbone import FAMILIES, Backbone, list_backbones
 from .checkpoint import load_checkpoint, save_checkpoint
 from .classes import COCO_CLASSES, VOC_CLASSES
 from .classifier import CLASSIFIERS, from_classifier
@@ -17,4 +18,5 @@ __all__ = [
     "DownloadError", "MAX_POOL_T", "TEMPERATURES", "CSRAHead",
     "CSRAModel", "ModelConfig", "build_model", "ImageError", "Preprocessing", "load_image",
     "to_rgb", "MODEL_CONFIGS", "get_model", "list_models", "CheckpointError",
+    "FAMILIES", "Backbone", "list_backbones",
 ]

@@ -15,6 +15,7 @@ from .atomic import atomic_path
 from .classes import default_class_names
 from .head import TEMPERATURES
 from .model import ModelConfig, model_from_config
+from .vit_layout import convert_authors_vit, is_authors_vit
 from .weights import CheckpointError, local_path, place_weights, safe_load
 
 FORMAT = "csra-explorer"
@@ -83,8 +84,12 @@ def convert_foreign_state_dict(state_dict, source="checkpoint"):
         raise CheckpointError(f"{source}: {len(heads)} CSRA heads with indices "
                               f"{[i for i, _ in heads]}; expected 1, 2, 4, 6 or 8 heads numbered from 0")
     head_keys = {k: f"head.classifiers.{i}.weight" for i, k in heads}
-    converted = {head_keys[k] if k in head_keys else rename(k): v for k, v in state_dict.items()}
     num_classes = state_dict[heads[0][1]].shape[0]
+    if kind == "authors" and is_authors_vit(state_dict):  # their ViT: csra.vit_layout
+        converted, config = convert_authors_vit(state_dict, head_keys, source)
+        converted.update({ours: state_dict[theirs] for theirs, ours in head_keys.items()})
+        return converted, dict(config, num_classes=num_classes, num_heads=len(heads)), "authors-vit"
+    converted = {head_keys[k] if k in head_keys else rename(k): v for k, v in state_dict.items()}
     config = dict(backbone=_resnet_name(keys, prefix, source), num_classes=num_classes,
                   num_heads=len(heads))
     return converted, config, kind
@@ -122,7 +127,7 @@ def load_checkpoint(source, lam=None, image_size=None, class_names=None, offline
         names = (meta.get("dataset_meta") or {}).get("classes") or meta.get("CLASSES") or ()
         if len(names) != kwargs["num_classes"]:
             names = default_class_names(kwargs["num_classes"])
-        config = ModelConfig(lam=0.1, image_size=448, class_names=tuple(names), **kwargs)
+        config = ModelConfig(**{"lam": 0.1, "image_size": 448, **kwargs, "class_names": tuple(names)})
     if lam is not None:
         config.lam = float(lam)
     if image_size is not None:

@@ -1,9 +1,9 @@
-"""A CSRA model: a ResNet backbone plus a CSRA head, with its configuration."""
+"""A CSRA model: a torchvision backbone (csra.backbone) plus a CSRA head, with its configuration."""
 from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
-from .backbone import build_backbone
+from .backbone import build_backbone, family_of
 from .classes import default_class_names
 from .head import CSRAHead, temperatures_for
 from .preprocess import Preprocessing
@@ -81,16 +81,31 @@ class CSRAModel(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# Pixel statistics a backbone family is fed with when the caller gives none: the CSRA authors
+# feed ResNets [0, 1] pixels and their ViT (0.5, 0.5) normalised ones; every other family gets
+# the ImageNet statistics its torchvision weights were trained with.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FAMILY_PIXELS = {"resnet": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))}
+
+
+def default_pixels(backbone):
+    """(mean, std) of the input pixels for this backbone when none are given."""
+    return FAMILY_PIXELS.get(family_of(backbone), (IMAGENET_MEAN, IMAGENET_STD))
+
+
 def build_model(backbone="resnet101", num_classes=20, num_heads=1, lam=0.1, pretrained=None,
-                image_size=448, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), class_names=(),
-                offline=None):
-    """A ResNet + CSRA model.
+                image_size=448, mean=None, std=None, class_names=(), offline=None):
+    """A torchvision backbone (any name of csra.list_backbones()) + CSRA model.
 
     pretrained: None (random init), "imagenet" (torchvision's ImageNet weights
-    for the backbone) or the path of a torchvision-format ResNet state dict.
-    The head always starts from random weights.
+    for the backbone) or the path of a torchvision-format state dict of that
+    network. The head always starts from random weights. mean/std default to
+    the backbone family's (default_pixels).
     """
-    config = ModelConfig(backbone, num_classes, num_heads, lam, image_size, mean, std, class_names)
+    default_mean, default_std = default_pixels(backbone)
+    config = ModelConfig(backbone, num_classes, num_heads, lam, image_size,
+                         default_mean if mean is None else mean, default_std if std is None else std,
+                         class_names)
     trunk = build_backbone(backbone, pretrained, offline=offline)
     head = CSRAHead(trunk.out_channels, num_classes, num_heads, lam)
     return CSRAModel(trunk, head, config)

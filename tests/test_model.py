@@ -98,7 +98,7 @@ def test_imagenet_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch):
 
 
 def test_unknown_backbone_and_bad_head_count_are_clear_errors():
-    with pytest.raises(ValueError, match="backbone must be one of"):
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'; known: .*resnet18"):
         build_model("vgg16")
     with pytest.raises(ValueError, match="num_heads must be one of"):
         build_model("resnet18", num_heads=3)

@@ -1,9 +1,11 @@
-"""Evaluate a CSRA checkpoint on a VOC-layout split: python -m training.evaluate --weights W --data-root R.
+"""Evaluate a CSRA checkpoint on a dataset split: python -m training.evaluate --weights W --data-root R.
 
 Prints mAP, CP, CR, CF1, OP, OR, OF1 and the per-class AP; writes metrics.json,
 per_class_ap.png and pr_curves.png into --out. --pointing-game adds the
 localisation figure: for every (image, present class) pair, is the peak of
 the class's score map (upsampled to the image) inside one of its boxes?
+(VOC and COCO data have boxes). Data: any format of training.datasets (VOC,
+COCO, CSV, the authors' JSON lists), detected or forced with --dataset.
 Weights: our checkpoints (runs/*/best.pth), the official mmpretrain VOC07
 checkpoint or the CSRA authors' (a path or an http(s) URL), read by
 csra.load_checkpoint.
@@ -27,7 +29,8 @@ from .engine import Precision, predict
 from .errors import ConfigError, one_line
 from .metrics import box_cover_fraction, map_peak, multilabel_metrics, point_in_boxes
 from .plots import plot_ap_bars, plot_pointing, plot_pr_curves
-from .voc import DataError, VOCDataset, load_split
+from .datasets import FORMATS, ImageLabelDataset, open_dataset
+from .voc import DataError
 
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 GENERIC_NAME = "class_"
@@ -36,7 +39,8 @@ GENERIC_NAME = "class_"
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", required=True, help="checkpoint path or URL (ours, mmpretrain's or the authors')")
-    p.add_argument("--data-root", required=True, help="VOC layout: folder with VOCdevkit/, VOCdevkit/ or VOC2007/")
+    p.add_argument("--data-root", required=True, help="dataset folder (VOC, COCO, CSV or the authors' JSON lists)")
+    p.add_argument("--dataset", default=None, choices=FORMATS, help="force the format (default: detected)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", default=None,
                    help="output folder (default: eval-<split> beside the weights, or runs/eval-<name>-<split>)")
@@ -134,13 +138,15 @@ def format_table(metrics, classes):
 def evaluate(args):
     model = csra.load_checkpoint(args.weights, lam=args.lam, image_size=args.img_size,
                                  offline=args.offline or None)
-    split = load_split(args.data_root, args.split, args.limit)
+    split = open_dataset(args.data_root, args.split, args.dataset, args.limit)
+    if args.pointing_game and split.annotations is None:
+        raise ConfigError(f"--pointing-game needs boxes, which {split.format} data do not have (VOC and COCO do)")
     order = class_order(model.class_names, split.classes, args.weights)
     device = pick_device(args.device)
     model.to(device)
     precision = Precision(device, args.amp, "bf16")
     ctx = Context(device=device)
-    loader = DataLoader(VOCDataset(split, EvalTransform(model.preprocessing)), batch_size=args.batch_size,
+    loader = DataLoader(ImageLabelDataset(split, EvalTransform(model.preprocessing)), batch_size=args.batch_size,
                         shuffle=False, num_workers=args.workers, pin_memory=device.type == "cuda")
     scores, maps = predict(ctx, model, loader, precision, keep_maps=args.pointing_game,
                            progress=args.progress, desc=f"evaluating {args.split}")
@@ -150,7 +156,8 @@ def evaluate(args):
     out.mkdir(parents=True, exist_ok=True)
     info = getattr(model, "info", {})
     report = {
-        "weights": str(args.weights), "format": info.get("format"), "data_root": str(split.voc_root),
+        "weights": str(args.weights), "format": info.get("format"), "data_root": str(split.root),
+        "dataset": split.format,
         "split": args.split, "images": len(split), "classes": list(split.classes),
         "lam": float(model.lam), "image_size": model.config.image_size, "threshold": args.threshold,
         "metrics": {k: metrics[k] for k in METRIC_KEYS},
@@ -161,7 +168,7 @@ def evaluate(args):
                           title=f"per-class AP on {args.split}"),
              plot_pr_curves(list(split.classes), scores, split.labels, metrics["AP"], out / "pr_curves.png")]
     print(f"{args.weights} ({info.get('format')}, lambda {model.lam:g}, {model.config.image_size} px) on "
-          f"{len(split)} {args.split} images of {split.voc_root}:")
+          f"{len(split)} {args.split} images of {split.root} ({split.format}):")
     print(format_table(metrics, split.classes))
     if args.pointing_game:
         pairs = pointing_pairs(split, maps[:, order])

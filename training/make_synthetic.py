@@ -1,17 +1,20 @@
 """A small synthetic multi-label dataset in the VOC layout, drawn procedurally.
 
     python -m training.make_synthetic --out data/synth [--seed 0] [--num-train 1600]
-                                      [--num-test 400] [--size 160]
+                                      [--num-test 400] [--size 160] [--format voc|csv]
 
 Each image is a noisy, textured background with 1-4 objects at random places
 and sizes; the 6 classes differ in shape and colour (colour jittered, shapes
 rotated). About 1 object in 12 is tiny and marked difficult, as VOC marks hard
 objects, so the "ignored" label path is exercised. Output: JPEGImages/*.jpg,
 Annotations/*.xml (VOC XML with boxes), ImageSets/Main/{trainval,test}.txt and
-classes.txt, directly in --out (use it as --data-root). The same seed gives the
-same files.
+classes.txt, directly in --out (use it as --data-root). With --format csv:
+images/*.jpg, train.csv and test.csv (image,labels,ignore; difficult-only
+classes go to ignore) and classes.txt, the layout for your own data. The same
+seed gives the same images in both layouts.
 """
 import argparse
+import csv
 import math
 import sys
 from pathlib import Path
@@ -31,6 +34,7 @@ SHAPES = {
     "cyan_diamond": ("diamond", (40, 210, 215)),
 }
 CLASSES = tuple(SHAPES)
+FORMATS = ("voc", "csv")
 MAX_OBJECTS = 4
 DIFFICULT_RATE = 1 / 12
 
@@ -132,24 +136,47 @@ def annotation_xml(image_id, width, height, objects):
     return "\n".join(lines) + "\n"
 
 
-def make_synthetic(out, seed=0, num_train=1600, num_test=400, size=160, progress=True):
-    """Write the dataset into out (created); returns out as a Path."""
+def csv_row(image, objects):
+    """(image, labels, ignore) of one CSV row: classes with a non-difficult object are labels, classes
+    with only difficult ones are ignored (VOC's rule)."""
+    present = {name for name, difficult, _ in objects if not difficult}
+    ignored = {name for name, difficult, _ in objects if difficult} - present
+    return image, ";".join(c for c in CLASSES if c in present), ";".join(c for c in CLASSES if c in ignored)
+
+
+def make_synthetic(out, seed=0, num_train=1600, num_test=400, size=160, progress=True, format="voc"):
+    """Write the dataset into out (created) in the VOC or the CSV layout; returns out as a Path.
+
+    The same seed draws the same images in both layouts.
+    """
     if num_train < 1 or num_test < 1:
         raise ValueError("--num-train and --num-test must be at least 1")
     if size < 32:
         raise ValueError("--size must be at least 32 pixels")
+    if format not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     out = Path(out)
-    for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    image_dir = out / ("JPEGImages" if format == "voc" else "images")
+    for sub in ((image_dir, out / "Annotations", out / "ImageSets" / "Main") if format == "voc" else (image_dir,)):
+        sub.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids = [f"{i:06d}" for i in range(1, num_train + num_test + 1)]
+    rows = []
     for image_id in tqdm(ids, desc="drawing", unit="img", disable=not progress):
         image, objects = draw_scene(rng, size)
-        image.save(out / "JPEGImages" / f"{image_id}.jpg", quality=90)
-        xml = annotation_xml(image_id, image.width, image.height, objects)
-        (out / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
-    (out / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids[:num_train]) + "\n")
-    (out / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids[num_train:]) + "\n")
+        image.save(image_dir / f"{image_id}.jpg", quality=90)
+        if format == "voc":
+            xml = annotation_xml(image_id, image.width, image.height, objects)
+            (out / "Annotations" / f"{image_id}.xml").write_text(xml, encoding="utf-8")
+        else:
+            rows.append(csv_row(f"images/{image_id}.jpg", objects))
+    if format == "voc":
+        (out / "ImageSets" / "Main" / "trainval.txt").write_text("\n".join(ids[:num_train]) + "\n")
+        (out / "ImageSets" / "Main" / "test.txt").write_text("\n".join(ids[num_train:]) + "\n")
+    else:
+        for name, part in (("train", rows[:num_train]), ("test", rows[num_train:])):
+            with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+                csv.writer(f).writerows([("image", "labels", "ignore"), *part])
     (out / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     return out
 
@@ -161,14 +188,17 @@ def main(argv=None):
     p.add_argument("--num-train", type=int, default=1600, help="images in the trainval split")
     p.add_argument("--num-test", type=int, default=400, help="images in the test split")
     p.add_argument("--size", type=int, default=160, help="longer image side in pixels")
+    p.add_argument("--format", default="voc", choices=FORMATS,
+                   help="voc: the VOC2007 layout; csv: images/ + train.csv, test.csv, classes.txt")
     args = p.parse_args(argv)
     try:
-        out = make_synthetic(args.out, args.seed, args.num_train, args.num_test, args.size)
+        out = make_synthetic(args.out, args.seed, args.num_train, args.num_test, args.size, format=args.format)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.num_train} trainval + {args.num_test} test images of {len(CLASSES)} classes "
-          f"to {out}; train with: python -m training.train --data-root {out}")
+    print(f"wrote {args.num_train} {'trainval' if args.format == 'voc' else 'train'} + {args.num_test} test "
+          f"images of {len(CLASSES)} classes ({args.format} layout) to {out}; "
+          f"train with: python -m training.train --data-root {out}")
     return 0
 
 

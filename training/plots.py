@@ -60,15 +60,34 @@ def plot_map(history, path):
     return _save(fig, path)
 
 
+AP_ROWS_PER_COLUMN = 30  # more classes than this: the sorted bars continue in another column
+
+
+def ap_bars_figure(classes, ap, title="per-class AP"):
+    """Horizontal AP bars sorted from the best class down, in columns of at most AP_ROWS_PER_COLUMN
+    rows, so 80 COCO classes stay legible; classes without a defined AP (no positive) show n/a."""
+    ap = np.asarray(ap, dtype=float)
+    order = sorted(range(len(classes)), key=lambda i: (np.isnan(ap[i]), -np.nan_to_num(ap[i])))
+    cols = max(1, math.ceil(len(classes) / AP_ROWS_PER_COLUMN))
+    rows = math.ceil(len(classes) / cols)
+    fig, axes = plt.subplots(1, cols, figsize=(4.6 * cols, 0.24 * rows + 1.3), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        part = order[k * rows:(k + 1) * rows]
+        y = np.arange(len(part))
+        ax.barh(y, np.nan_to_num(ap[part]), color="tab:blue")
+        ax.set_yticks(y, [classes[i] for i in part], fontsize=8)
+        for yy, i in zip(y, part):
+            ax.text(0.5 if np.isnan(ap[i]) else min(ap[i], 100) + 0.5, yy,
+                    "n/a" if np.isnan(ap[i]) else f"{ap[i]:.1f}", va="center", fontsize=7)
+        ax.set(xlim=(0, 112), ylim=(rows - 0.5, -0.5), xlabel="AP (%)")
+        ax.tick_params(axis="y", length=0)
+    fig.suptitle(f"{title} (mAP {np.nanmean(ap):.2f})" if np.isfinite(ap).any() else title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_ap_bars(classes, ap, path, title="per-class AP"):
-    order = np.argsort(ap)
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(classes) + 1.2))
-    ax.barh(np.arange(len(classes)), np.asarray(ap)[order], color="tab:blue")
-    ax.set_yticks(np.arange(len(classes)), [classes[i] for i in order])
-    for y, i in enumerate(order):
-        ax.text(min(ap[i], 100) + 0.5, y, f"{ap[i]:.1f}", va="center", fontsize=8)
-    ax.set(xlim=(0, 108), xlabel="AP (%)", title=f"{title} (mAP {np.nanmean(ap):.2f})")
-    return _save(fig, path)
+    return _save(ap_bars_figure(classes, ap, title), path)
 
 
 def plot_pr_curves(classes, scores, labels, ap, path):

@@ -1,11 +1,17 @@
-"""Train ResNet + CSRA on a VOC-layout dataset: python -m training.train --data-root DIR.
+"""Train CSRA on any multi-label dataset: python -m training.train --data-root DIR.
+
+DIR holds VOC, COCO, CSV (your own data) or the CSRA authors' JSON lists
+(training.datasets says how each looks; the format is detected, --dataset
+forces it). --backbone takes any torchvision network of csra.list_backbones().
 
 Defaults are the CSRA authors' VOC 2007 recipe (their main.py): 448 px,
 random horizontal flip + random resized crop (scale 0.7-1.0), batch 16, SGD
 momentum 0.9, weight decay 1e-4, lr 0.01 for the backbone and 10x for the
 head, 2 warm-up epochs (linear, per iteration), 30 epochs, step decay x0.1
 every 4 epochs, BCE-with-logits (mean), pixels in [0, 1], ImageNet-initialised
-ResNet-101, 1 head, lambda 0.1.
+ResNet-101, 1 head, lambda 0.1. On COCO (or any data with COCO's 80 classes)
+the defaults are their COCO recipe instead: 4 heads, lambda 0.5, decay every 5
+epochs (RECIPES; options given on the command line always win).
 
 Each epoch (or every --val-every epochs, and always the last) the model is
 scored on the test split; OUT gets best.pth (best mAP), last.pth (with the
@@ -39,14 +45,21 @@ from .engine import Precision, predict, train_epoch
 from .errors import ConfigError, TrainingDiverged, one_line
 from .metrics import multilabel_metrics
 from .plots import plot_loss, plot_map
+from .datasets import FORMATS, ImageLabelDataset, classes_without_positives, open_dataset
 from .schedule import last_lr, warmup_step_schedule
-from .voc import DataError, VOCDataset, load_split
+from .voc import DataError
 
 # Options that define the run; --resume keeps the saved values and refuses different ones.
 RECIPE = ("backbone", "num_heads", "lam", "img_size", "batch_size", "lr", "head_lr_mult", "momentum",
           "weight_decay", "warmup_epochs", "lr_step", "lr_gamma", "crop_scale", "flip", "pretrained",
-          "seed", "limit", "train_split", "test_split", "amp", "amp_dtype", "sync_bn")
+          "seed", "limit", "train_split", "test_split", "amp", "amp_dtype", "sync_bn", "dataset")
 METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
+# The papers' settings that depend on the data (the rest is shared): CSRA authors' README table and
+# main.py (step_size 4 for voc07, 5 for coco); filled in for options the command line does not give.
+RECIPES = {
+    "voc07": dict(backbone="resnet101", img_size=448, num_heads=1, lam=0.1, lr_step=4),
+    "coco": dict(backbone="resnet101", img_size=448, num_heads=4, lam=0.5, lr_step=5),
+}
 CSV_FIELDS = ("epoch", "train_loss", "lr", "images_per_s", "epoch_s") + METRIC_KEYS
 
 
@@ -57,8 +70,10 @@ def build_parser(suppress=False):
                                 argument_default=argparse.SUPPRESS if suppress else None)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default=d(None),
-                   help="VOC data: the folder holding VOCdevkit/, VOCdevkit/ itself or VOC2007/ "
-                        "(a synthetic set from training.make_synthetic works too)")
+                   help="dataset folder: VOC (VOCdevkit/ or VOC2007/), COCO (annotations/instances_*.json), "
+                        "CSV (train.csv, test.csv) or the CSRA authors' *.json lists; see training/datasets.py")
+    g.add_argument("--dataset", default=d(None), choices=FORMATS,
+                   help="force the dataset format (default: detected from --data-root)")
     g.add_argument("--train-split", default=d("trainval"))
     g.add_argument("--test-split", default=d("test"))
     g.add_argument("--limit", type=int, default=d(None), metavar="N",
@@ -66,12 +81,17 @@ def build_parser(suppress=False):
     g.add_argument("--workers", type=int, default=d(min(8, os.cpu_count() or 1)),
                    help="data loading processes per training process (0: load in the main process)")
     g = p.add_argument_group("model")
-    g.add_argument("--backbone", default=d("resnet101"), choices=csra.RESNETS)
-    g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES))
-    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda")
+    g.add_argument("--backbone", default=d("resnet101"), choices=csra.list_backbones(), metavar="NAME",
+                   help="any torchvision network of csra.list_backbones(): resnet101 (default), resnet50, "
+                        "convnext_tiny, efficientnet_b3, efficientnet_v2_s, regnet_y_8gf, mobilenet_v3_large, "
+                        "swin_t, vit_b_16, ...")
+    g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES),
+                   help="CSRA heads (default 1; 4 on COCO)")
+    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda (default 0.1; 0.5 on COCO)")
     g.add_argument("--img-size", type=int, default=d(448))
     g.add_argument("--pretrained", default=d("imagenet"),
-                   help="imagenet (torchvision weights, downloaded once), none, or a torchvision ResNet .pth")
+                   help="imagenet (torchvision's IMAGENET1K_V1 weights, downloaded once), none, or the .pth of "
+                        "a torchvision state dict of the backbone network")
     g.add_argument("--offline", action="store_true", default=d(False),
                    help="never download (also: CSRA_OFFLINE=1)")
     g = p.add_argument_group("optimisation")
@@ -82,7 +102,8 @@ def build_parser(suppress=False):
     g.add_argument("--momentum", type=float, default=d(0.9))
     g.add_argument("--weight-decay", type=float, default=d(1e-4))
     g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
+    g.add_argument("--lr-step", type=int, default=d(4),
+                   help="multiply lr by --lr-gamma every N epochs (0: never; default 4, 5 on COCO)")
     g.add_argument("--lr-gamma", type=float, default=d(0.1))
     g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
@@ -184,7 +205,7 @@ def build_loaders(ctx, args, train_split, test_split, preprocessing):
         raise ConfigError(f"--batch-size {args.batch_size} is the total over {ctx.world_size} processes "
                           "and must divide evenly")
     per_process = args.batch_size // ctx.world_size
-    train_ds = VOCDataset(train_split, TrainTransform(preprocessing, args.crop_scale, args.flip), seed=args.seed)
+    train_ds = ImageLabelDataset(train_split, TrainTransform(preprocessing, args.crop_scale, args.flip), seed=args.seed)
     sampler = DistributedSampler(train_ds, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
                                  seed=args.seed)
     generator = torch.Generator()
@@ -195,7 +216,7 @@ def build_loaders(ctx, args, train_split, test_split, preprocessing):
                               pin_memory=pin, drop_last=drop_last, generator=generator)
     if len(train_loader) == 0:
         raise ConfigError(f"{len(train_ds)} training images make no batch of {per_process}")
-    test_ds = VOCDataset(test_split, EvalTransform(preprocessing))
+    test_ds = ImageLabelDataset(test_split, EvalTransform(preprocessing))
     shard = Subset(test_ds, range(ctx.rank, len(test_ds), ctx.world_size))
     test_loader = DataLoader(shard, batch_size=per_process, shuffle=False, num_workers=args.workers,
                              pin_memory=pin)
@@ -232,8 +253,22 @@ def make_model(ctx, args, classes):
 
 
 def dataset_name(split):
-    return split.voc_root.name if split.voc_root.name != "VOC2007" or split.classes != csra.VOC_CLASSES \
+    return split.root.name if split.root.name != "VOC2007" or split.classes != csra.VOC_CLASSES \
         else "VOC2007"
+
+
+def recipe_for(split):
+    """The papers' recipe for this data: COCO's for COCO files or COCO's 80 classes, else VOC07's."""
+    return "coco" if split.format == "coco" or tuple(split.classes) == csra.COCO_CLASSES else "voc07"
+
+
+def apply_recipe(args, given, split):
+    """Fill the data-dependent options the command line did not give from RECIPES; returns the recipe name."""
+    name = recipe_for(split)
+    for key, value in RECIPES[name].items():
+        if key not in given:
+            setattr(args, key, value)
+    return name
 
 
 def run(ctx, args, given):
@@ -252,9 +287,22 @@ def run(ctx, args, given):
     args.out = str(out)
     precision = Precision(ctx.device, args.amp, args.amp_dtype)
 
-    train_split = load_split(args.data_root, args.train_split, args.limit)
-    test_split = load_split(args.data_root, args.test_split, args.limit)
+    train_split = open_dataset(args.data_root, args.train_split, args.dataset, args.limit)
+    test_split = open_dataset(args.data_root, args.test_split, train_split.format, args.limit)
+    if tuple(test_split.classes) != tuple(train_split.classes):
+        raise DataError(f"{test_split.source} has other classes than {train_split.source}")
     classes = train_split.classes
+    args.dataset = train_split.format
+    if state is None:
+        recipe = apply_recipe(args, given, train_split)
+        if ctx.is_main and recipe != "voc07":
+            settings = ", ".join(f"{key} {getattr(args, key)}" for key in RECIPES[recipe])
+            print(f"{recipe} recipe: {settings}", file=sys.stderr)
+    empty = classes_without_positives(train_split)
+    if empty and ctx.is_main:
+        print(f"warning: {len(empty)} class(es) with no positive image in {train_split.source}: "
+              f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''} (their AP will be undefined or poor)",
+              file=sys.stderr)
     start_epoch = state["epoch"] if state else 0
     if start_epoch >= args.epochs:
         if ctx.is_main:
@@ -300,8 +348,8 @@ def run(ctx, args, given):
         init = "from scratch" if str(args.pretrained).lower() == "none" else f"from {args.pretrained}"
         print(f"{'resuming after epoch ' + str(start_epoch) + ' of' if state else 'training'} "
               f"{args.backbone} ({init}, {args.num_heads} head(s), lambda {args.lam}) on "
-              f"{len(train_split)} {args.train_split} images of {train_split.voc_root} "
-              f"({len(classes)} classes), testing on {len(test_split)} {args.test_split} images; "
+              f"{len(train_split)} images of {train_split.source} ({train_split.format}, {len(classes)} classes), "
+              f"testing on {len(test_split)} images of {test_split.source.name}; "
               f"{args.img_size} px, batch {args.batch_size}, {ctx.device.type} {precision.describe()}, "
               f"{ctx.world_size} process(es); writing {out}")
 

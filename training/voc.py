@@ -146,6 +146,16 @@ class VOCSplit:
     image_paths: list
     annotations: list
     labels: np.ndarray
+    format = "voc"
+    crops = None  # every image whole (see training.datasets for formats with crops)
+
+    @property
+    def root(self):
+        return self.voc_root
+
+    @property
+    def source(self):
+        return self.voc_root / "ImageSets" / "Main" / f"{self.split}.txt"
 
     def __len__(self):
         return len(self.ids)
@@ -188,7 +198,8 @@ def load_split(data_root, split, limit=None):
 
 
 class VOCDataset(Dataset):
-    """Items (image tensor, labels in {1, 0, -1} as float tensor, index) of a checked split.
+    """Items (image tensor, labels in {1, 0, -1} as float tensor, index) of a checked split of any
+    format (training.datasets.open_dataset; crops, where a split has them, cut the image first).
 
     transform turns an RGB PIL image into the model's input tensor. With a
     seed, the random augmentation of an item is a function of (seed, epoch,
@@ -214,6 +225,10 @@ class VOCDataset(Dataset):
             image = load_image(str(path))
         except ImageError as err:
             raise DataError(f"unreadable image in split '{self.split.split}': {err}") from None
+        crop = self.split.crops[index] if self.split.crops is not None else None
+        if crop is not None:
+            x, y, w, h = crop
+            image = image.crop((x, y, x + w, y + h))
         if self.seed is not None:
             torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
         return self.transform(image), torch.from_numpy(self.split.labels[index].astype(np.float32)), index
