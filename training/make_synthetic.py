@@ -21,7 +21,9 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torchvision.ops import box_iou
 from tqdm import tqdm
 
 # name -> (shape, RGB colour)
@@ -73,14 +75,6 @@ def _background(rng, width, height):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def draw_scene(rng, size):
     """One image (PIL) and its objects [(class name, difficult, (xmin, ymin, xmax, ymax))]."""
     width = size if rng.random() < 0.5 else int(size * rng.uniform(0.75, 1.0))
@@ -108,7 +102,8 @@ def draw_scene(rng, size):
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             box = (max(int(math.floor(min(xs))) + 1, 1), max(int(math.floor(min(ys))) + 1, 1),
                    min(int(math.ceil(max(xs))), width), min(int(math.ceil(max(ys))), height))
-            if all(_iou(box, other) < 0.15 for other in placed):
+            if not placed or box_iou(torch.tensor([box], dtype=torch.float64),
+                                     torch.tensor(placed, dtype=torch.float64)).max() < 0.15:
                 break
         else:
             continue
