@@ -62,9 +62,6 @@ class ModelStore:
     def option(self, key):
         return self.options[self.key_for(key)]
 
-    def loaded(self, key):
-        return self.option(key).model is not None
-
     def get(self, key):
         option = self.option(key)
         if option.model is not None:
