@@ -303,8 +303,11 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 info = gr.Markdown(model_info_markdown(first, store.device), elem_id="csra-info")
 
         controls = [lam, threshold, top_k, alpha, scale, picked]
+        # preprocess=False: the handlers check every value themselves (page.Controls.clean), so
+        # a bad one (lambda = 5, NaN, a class list of 10,000 names) gets the page's one-line
+        # message rather than Gradio's error
         drawing = dict(concurrency_id="drawing", concurrency_limit=DRAWING_CONCURRENCY,
-                       show_progress="hidden")
+                       show_progress="hidden", preprocess=False)
         # lambda, threshold and rows: answered in the browser, no server round trip
         lam.change(None, [lam], None, js="(v) => { csraExplorer.setControls({lam: v}); }")
         threshold.change(None, [threshold], None,
@@ -332,7 +335,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             api_visibility="private", **drawing)
         download_button.click(on_downloads, [state, *controls, focus], [files, status],
                               api_name="downloads", concurrency_id="drawing",
-                              concurrency_limit=DRAWING_CONCURRENCY)
+                              concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)
     return demo
 
 
