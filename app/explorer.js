@@ -179,7 +179,7 @@
       Object.assign(S.tiles, value.tiles || {});
       if (value.legend !== undefined) S.legend = value.legend;
       if (value.picked && S.data) S.data.picked = value.picked;
-      redraw();
+      draw();
     },
     setControls(controls) {
       for (const k of ["lam", "thr", "topk"]) if (controls[k] !== undefined) S[k] = controls[k];

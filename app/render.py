@@ -110,7 +110,7 @@ def scale_legend_html(analysis, scale):
         bar = colour_bar_html(f"{lo[0]:+.2f}", f"{hi[0]:+.2f}", "score-map units, all classes")
     else:
         bar = colour_bar_html("map min", "map max", "each map on its own range")
-    return f'<div><b>Colour scale — {html.escape(SCALES[scale])}.</b>{bar}</div>'
+    return f'<div class="csra-scale-legend">Colour scale — {html.escape(SCALES[scale])}.{bar}</div>'
 
 
 def _label(picture, text):

@@ -91,7 +91,8 @@ CSS = """
               border-radius: 4px; }
 .csra-tile .csra-wait { display: flex; align-items: center; justify-content: center; }
 .csra-tile figcaption { font-size: 12px; margin-top: 3px; overflow-wrap: anywhere; }
-.csra-legend { flex-wrap: wrap; margin-bottom: 6px; }
+.csra-scale-legend { font-size: 12px; margin-bottom: 8px; }
+.csra-legend { flex-wrap: wrap; margin-top: 2px; }
 .csra-panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 220px), 1fr));
                gap: 10px; }
 .csra-panels figure { margin: 0; min-width: 0; }
