@@ -55,7 +55,7 @@
     const found = r.present.slice(0, 8).map((i) => `${esc(d.names[i])} (${r.probs[i].toFixed(2)})`);
     const more = r.present.length > 8 ? ` and ${r.present.length - 8} more` : "";
     const notes = r.notes.map((t) => `<div class="csra-note">⚠️ ${esc(t)}</div>`).join("");
-    return `${notes}<b>${esc(d.name)}</b> — λ = ${r.lam.toFixed(2)}, ${esc(d.kind_text)}. ` +
+    return `${notes}λ = ${r.lam.toFixed(2)}, ${esc(d.kind_text)}. ` +
       `Present at p ≥ ${r.thr.toFixed(2)}: ${found.length ? found.join(", ") + more : "none"}.`;
   }
 
