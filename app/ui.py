@@ -179,15 +179,23 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         except Exception as err:  # never let one request take the page down
             return {**cleared(), status: unexpected(err)}
 
-    def on_image(payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v):
+    def on_image(analysis, payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
+                 picked_v):
         if not payload:
             return cleared()
+        key = store.key_for(model_label)
         c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), None)
-        return run_upload(payload, store.key_for(model_label), c)
+        if (analysis is not None and isinstance(payload, dict) and payload.get("path")
+                and analysis.source == str(payload["path"]) and analysis.model_key == key):
+            try:   # the same file again (the image box may report one upload twice): no rerun
+                return shown_view(page.first_view(analysis, c.clean()), analysis)
+            except page.BadControl as err:
+                return {**cleared(), status: problem(err)}
+        return run_upload(payload, key, c)
 
     def on_changes(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v):
         if analysis is None:
-            return {}
+            return {state: gr.skip()}   # (Gradio reads an empty dict as one value)
         try:
             c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), focus_v)
             view = page.changes(analysis, c)
@@ -203,7 +211,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     def on_tile_select(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
                        evt: gr.SelectData):
         if analysis is None or evt.value not in analysis.class_names:
-            return {}
+            return {state: gr.skip()}
         out = on_changes(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
                          evt.value)
         return {**out, focus: gr.update(value=evt.value), tabs: gr.Tabs(selected="closeup")}
@@ -233,7 +241,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     def on_downloads(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v):
         if analysis is None:
             gr.Warning("Nothing to download yet: upload an image first.")
-            return {}
+            return {files: gr.skip()}
         try:
             c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (),
                               focus_v).clean()
@@ -315,9 +323,10 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                          js="(v) => { csraExplorer.setControls({thr: v}); }")
         top_k.change(None, [top_k], None, js="(v) => { csraExplorer.setControls({topk: v}); }")
 
-        image.change(on_image, [image, model_choice, *controls],
+        image.change(on_image, [state, image, model_choice, *controls],
                      [state, status, scores, heatmaps, closeup, weights, focus, image],
-                     api_name="analyse", concurrency_id="network", preprocess=False).then(
+                     api_name="analyse", concurrency_id="network", preprocess=False,
+                     trigger_mode="once").then(
             on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
             api_visibility="private", **drawing)
         image.clear(lambda: {status: PROMPT}, None, [status], api_visibility="private", queue=False)

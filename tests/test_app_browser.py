@@ -194,10 +194,14 @@ def test_click_a_tile_to_look_closer_and_bad_upload(app, browser, tmp_path):
         timeout=60_000)
     assert page.locator("#csra-image img").count() == 0      # no broken-image icon left behind
     assert page.locator("#csra-heatmaps .csra-tile").count() == 0
-    # an example from assets/ runs the model like an upload does
+    # an example from assets/ runs the model like an upload does, once
+    before = app.calls["backbone"]
     page.locator("img[src*='cat_and_person']").first.click()
     page.wait_for_function("() => csraExplorer.state.data?.name === 'cat_and_person.jpg'",
                            timeout=60_000)
+    upload(page, ROOT / "assets" / "astronaut.jpg")          # replacing an image: one run too
+    page.wait_for_timeout(1500)                              # room for a repeated change event
+    assert app.calls["backbone"] == before + 2
     assert not page.errors, page.errors
     page.close()
 
