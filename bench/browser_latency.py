@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.benchmark import Timer
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -169,8 +168,10 @@ def main(argv=None):
 
             lam_scores, lam_chart, thr_table = [], [], []
             for i in range(args.events + 1):
-                t = page.evaluate(MOVE, ["csra-lambda", round(0.05 + 0.9 * ((i * 7) % 19) / 18, 2), ".csra-chart"])
-                u = page.evaluate(MOVE, ["csra-threshold", round(0.2 + 0.6 * ((i * 5) % 13) / 12, 2), ".csra-table"])
+                lam = round(0.05 + 0.9 * ((i * 7) % 19) / 18, 2)      # a new value each time
+                threshold = round(0.2 + 0.6 * ((i * 5) % 13) / 12, 2)
+                t = page.evaluate(MOVE, ["csra-lambda", lam, ".csra-chart"])
+                u = page.evaluate(MOVE, ["csra-threshold", threshold, ".csra-table"])
                 if i:
                     lam_scores.append(t["scores"])
                     lam_chart.append(t["part"])
