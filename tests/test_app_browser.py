@@ -225,3 +225,24 @@ def test_eighty_classes_sorted_table_chooser_and_banner(app80, browser):
     assert "class <7> & co" in page.locator("#csra-heatmaps figcaption").inner_text()
     assert not page.errors, page.errors
     page.close()
+
+
+def test_model_that_cannot_load_gives_an_escaped_message(app80, browser):
+    from app.models import IMAGENET
+
+    def offline():
+        raise OSError("weights for resnet18 (<urlopen error [Errno -3] Temporary failure>)")
+
+    app80.store.option(IMAGENET).load = offline
+    page = open_page(browser, app80)
+    page.get_by_text("ImageNet classifier + CSRA").click()
+    page.wait_for_function(
+        "() => document.querySelector('#csra-status')?.innerText.includes('urlopen')", timeout=60_000)
+    status = page.locator("#csra-status").inner_text()
+    assert "(<urlopen error [Errno -3] Temporary failure>)" in status
+    assert "staying with the model that was loaded" in status
+    toast = page.get_by_text("<urlopen error [Errno -3] Temporary failure>", exact=False).first
+    toast.wait_for(timeout=30_000)
+    assert page.locator("input[type=radio][value^='CSRA model']").is_checked()    # stayed
+    assert not page.errors, page.errors
+    page.close()
