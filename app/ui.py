@@ -173,6 +173,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             if not isinstance(source, str):
                 analysis.source = ""
             view.status += f" _(network + drawing {time.perf_counter() - start:.2f} s)_"
+            analysis.sent["status"] = view.status     # shown again once a message is resolved
             return {**shown_view(view, analysis), closeup: "", weights: ""}
         except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
             return {**cleared(), status: problem(err), image: None}
@@ -200,10 +201,14 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), focus_v)
             view = page.changes(analysis, c)
         except page.BadControl as err:
+            analysis.sent["status_is_message"] = True
             return {status: problem(err)}
         except Exception as err:
+            analysis.sent["status_is_message"] = True
             return {status: unexpected(err)}
         out = shown_view(view, analysis)
+        if analysis.sent.pop("status_is_message", False):
+            out[status] = analysis.sent.get("status", "")
         if view.focus == focus_v:
             out.pop(focus)
         return out
