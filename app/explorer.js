@@ -133,7 +133,7 @@
     const items = shown.map((i) => {
       const src = S.tiles[i];
       const picture = src ? `<img src="${src}" alt="heatmap of ${esc(d.names[i])}">` : `<div class="csra-wait">drawing…</div>`;
-      return `<figure class="csra-tile" data-class="${i}" title="click: look closer at ${esc(d.names[i])}">${picture}` +
+      return `<figure class="csra-tile" data-class="${i}" tabindex="0" role="button" title="look closer at ${esc(d.names[i])}">${picture}` +
         `<figcaption><b>${esc(d.names[i])}</b> p = ${r.probs[i].toFixed(3)} · logit ${r.logits[i] >= 0 ? "+" : ""}${r.logits[i].toFixed(2)}</figcaption></figure>`;
     }).join("");
     return `${S.legend || ""}<div class="csra-tiles">${items}</div>`;
@@ -198,13 +198,15 @@
     },
     mountTiles(element, trigger) {
       S.tileViews.add(element);
-      element.addEventListener("click", (event) => {
+      const choose = (event) => {  // a tile clicked, or Enter on a focused tile: look closer
         const tile = event.target.closest(".csra-tile");
-        if (tile && S.data) {
+        if (tile && S.data && (event.type === "click" || event.key === "Enter")) {
           const i = Number(tile.dataset.class);
           trigger("select", {index: i, value: S.data.names[i], selected: true});
         }
-      });
+      };
+      element.addEventListener("click", choose);
+      element.addEventListener("keydown", choose);
       draw();
     },
   };

@@ -85,7 +85,8 @@ CSS = """
 .csra-table tr.present td { font-weight: bold; }
 .csra-tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 200px), 1fr));
               gap: 10px; }
-.csra-tile { margin: 0; cursor: pointer; min-width: 0; }
+.csra-tile { margin: 0; cursor: pointer; min-width: 0; border-radius: 4px; }
+.csra-tile:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 .csra-tile img, .csra-tile .csra-wait { display: block; width: 100%; max-width: 240px;
               aspect-ratio: 1 / 1; object-fit: contain; background: var(--background-fill-secondary);
               border-radius: 4px; }

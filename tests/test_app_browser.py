@@ -185,6 +185,12 @@ def test_click_a_tile_to_look_closer_and_bad_upload(app, browser, tmp_path):
     page.locator("#csra-closeup img").first.wait_for(timeout=60_000)
     assert page.locator("#csra-closeup img").count() == 4
     assert name in page.locator("#csra-closeup figcaption").first.inner_text()
+    first = page.locator("#csra-heatmaps .csra-tile").first       # the keyboard works too
+    other = first.locator("figcaption b").inner_text()
+    first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"() => document.querySelector('#csra-focus input')?.value === {other!r}",
+                           timeout=60_000)
 
     notes = tmp_path / "notes.png"
     notes.write_text("<b>not</b> a picture")
