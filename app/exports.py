@@ -12,19 +12,9 @@ from pathlib import Path
 
 import cv2
 
-from .inference import threshold_logit
+from .inference import score_rows, threshold_logit
 
 SCORE_COLUMNS = ("class", "probability", "logit", "base", "lambda_attention", "present")
-
-
-def score_rows(analysis, scores, threshold):
-    """One dict per class, most probable first."""
-    names = analysis.class_names
-    present = scores.present(threshold)
-    return [{"class": names[c], "probability": round(float(scores.probabilities[c]), 6),
-             "logit": round(float(scores.logits[c]), 6), "base": round(float(scores.base[c]), 6),
-             "lambda_attention": round(float(scores.attention[c]), 6), "present": bool(present[c])}
-            for c in scores.order()]
 
 
 def scores_csv(analysis, scores, threshold):

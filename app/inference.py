@@ -17,11 +17,13 @@ is base + lam * attention, both cached (see scores_at).
 """
 import copy
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+from csra.predict import score_kind
 
 DISPLAY_SIZE = 448  # longest side of the picture the overlays are drawn on
 
@@ -41,6 +43,8 @@ class Analysis:
     original_size: tuple = ()  # (width, height) of the decoded image
     class_maps: np.ndarray = None  # (C, h, w) maps summed over heads; the mean of class c's map
                                    # is its logit's average-pooling part (without the bias)
+    pictures: dict = field(default_factory=dict, repr=False)  # encoded pictures, drawn once each
+    sent: dict = field(default_factory=dict, repr=False)      # what this page already holds
 
     def __post_init__(self):
         if self.class_maps is None:
@@ -55,8 +59,9 @@ class Analysis:
         return tuple(self.model.head.temperatures)
 
     @property
-    def probability_kind(self):
-        return probability_kind(self.model)
+    def kind(self):
+        """'sigmoid' (multi-label CSRA head) or 'softmax' (a wrapped ImageNet classifier)."""
+        return score_kind(self.model)
 
     @property
     def grid(self):
@@ -81,18 +86,10 @@ class Scores:
         return self.probabilities >= threshold
 
 
-def probability_kind(model):
-    """Multi-label CSRA heads give independent sigmoids; a wrapped ImageNet classifier a softmax."""
-    return "softmax" if getattr(model.config, "variant", "csra") == "classifier" else "sigmoid"
-
-
 def display_image(image, size=DISPLAY_SIZE):
     """RGB PIL image -> (H, W, 3) uint8 array whose longest side is `size` (aspect kept)."""
-    w, h = image.size
-    scale = size / max(w, h)
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
-    resample = Image.NEAREST if max(w, h) < 8 else Image.BILINEAR
-    return np.asarray(image.convert("RGB").resize(new, resample), dtype=np.uint8).copy()
+    resample = Image.NEAREST if max(image.size) < 8 else Image.BILINEAR  # tiny: keep pixels sharp
+    return np.array(ImageOps.contain(image.convert("RGB"), (size, size), resample), dtype=np.uint8)
 
 
 def model_device(model):
@@ -158,7 +155,7 @@ def scores_at(analysis, lam):
     base = analysis.base.numpy().astype(np.float64)
     attention = lam * analysis.attention_part.numpy().astype(np.float64)
     logits = base + attention
-    kind = analysis.probability_kind
+    kind = analysis.kind
     if kind == "softmax":
         e = np.exp(logits - logits.max())
         probs = e / e.sum()
@@ -191,3 +188,15 @@ def threshold_logit(threshold, kind):
     if kind != "sigmoid" or not 0.0 < threshold < 1.0:
         return None
     return float(np.log(threshold / (1.0 - threshold)))
+
+
+def score_rows(analysis, scores, threshold, rows=None):
+    """One dict per class (most probable first, or the given class indices), for the table,
+    the API and the CSV/JSON downloads."""
+    names = analysis.class_names
+    present = scores.present(threshold)
+    rows = scores.order() if rows is None else rows
+    return [{"class": names[c], "probability": round(float(scores.probabilities[c]), 6),
+             "logit": round(float(scores.logits[c]), 6), "base": round(float(scores.base[c]), 6),
+             "lambda_attention": round(float(scores.attention[c]), 6), "present": bool(present[c])}
+            for c in rows]

@@ -48,7 +48,7 @@ class ModelStore:
     def __init__(self, options, device="cpu", banner=""):
         self.device = torch.device(device)
         self.options = {o.key: o for o in options}
-        self.banner = banner   # Markdown for the top of the page ("" when there is nothing to say)
+        self.banner = banner   # plain text for the top of the page ("" when there is nothing to say)
 
     @property
     def labels(self):
@@ -65,9 +65,6 @@ class ModelStore:
 
     def option(self, key):
         return self.options[self.key_for(key)]
-
-    def loaded(self, key):
-        return self.option(key).model is not None
 
     def get(self, key):
         option = self.option(key)

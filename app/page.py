@@ -1,25 +1,28 @@
 """Everything the page shows, computed without Gradio: the handlers app/ui.py wires to events.
 
-upload() is what a new image costs (decode, one network run, all pictures);
-refresh() is what a slider move costs (scores from the cached maps, pictures
-redrawn with OpenCV). bench/app_latency.py times these two functions.
+upload() is what a new image costs (decode, one network run, the numbers the
+browser needs and the present classes' heatmap tiles); the browser then
+recomputes scores, table, chart and captions at any lambda and threshold by
+itself (app/explorer.js). changes() answers every later control event with
+only the pictures the page does not hold yet. refresh() draws a whole view
+from the cached maps (API clients, downloads, bench/app_latency.py).
 """
 import html
+import itertools
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
 
 import csra
 
 from . import render
-from .inference import analyse, scores_at, shown_classes, threshold_logit
+from .inference import analyse, score_rows, scores_at, shown_classes, threshold_logit
 
 MAX_PIXELS = csra.preprocess.MAX_PIXELS  # larger images are refused before decoding (bombs)
 FULL_TABLE_LIMIT = 50     # models with more classes show only the top-k rows
-CHART_ROWS = 30           # bars in the logit chart (most probable classes first)
 MAX_HEATMAPS = 12         # at most this many "present" classes get a heatmap
-TABLE_HEADERS = ["class", "probability", "logit", "base (avg pool)", "λ × attention", "present"]
+MAX_PICKED = 12           # at most this many extra classes picked by hand
+_SERIAL = itertools.count(1)  # tells the browser a new analysis from an old one
 
 LAMBDA_TEXT = (
     "**What λ does.** The head turns the image's feature grid (h×w positions p) into one score "
@@ -28,7 +31,23 @@ LAMBDA_TEXT = (
     "the second is class-specific attention that adds weight where this class scores highest "
     "(orange bars; T = 99 puts it all on the single best position, i.e. max pooling). λ = 0 is an "
     "ordinary average-pooling classifier; larger λ lets small or off-centre objects count more. "
-    "Moving λ reuses this image's cached score maps — the network does not run again.")
+    "Moving λ reuses this image's cached score maps — the network does not run again, and the "
+    "scores are recomputed in your browser.")
+
+
+class BadControl(ValueError):
+    """A control value the page cannot use (the message says which and why)."""
+
+
+def unit_interval(value, name):
+    """A finite number in [0, 1], or BadControl naming the control."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise BadControl(f"{name} must be a number between 0 and 1, got {value!r}") from None
+    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
+        raise BadControl(f"{name} must be between 0 and 1, got {value!r}")
+    return v
 
 
 @dataclass
@@ -43,106 +62,192 @@ class Controls:
     focus: str | None = None    # class of the comparison view and the pooling-weight map
 
     def clean(self):
+        """Checked values: lambda and threshold in [0, 1] (else BadControl), the rest clamped,
+        picked names de-duplicated and capped at MAX_PICKED."""
         picked = self.picked if isinstance(self.picked, (list, tuple)) else (
             () if not self.picked else (self.picked,))
-        return replace(self, lam=float(self.lam), threshold=float(self.threshold),
-                       top_k=max(1, int(self.top_k)), alpha=min(max(float(self.alpha), 0.0), 1.0),
+        picked = tuple(dict.fromkeys(str(p) for p in picked))[:MAX_PICKED]
+        try:
+            top_k = max(1, int(self.top_k))
+        except (TypeError, ValueError, OverflowError):
+            top_k = 20
+        alpha = float(self.alpha) if isinstance(self.alpha, (int, float)) else 0.5
+        return replace(self, lam=unit_interval(self.lam, "λ"),
+                       threshold=unit_interval(self.threshold, "threshold"),
+                       top_k=top_k, alpha=min(max(alpha, 0.0), 1.0) if math.isfinite(alpha) else 0.5,
                        scale=self.scale if self.scale in render.SCALES else "global",
-                       picked=tuple(picked))
+                       picked=picked,
+                       focus=self.focus if isinstance(self.focus, str) else None)
 
 
 @dataclass
 class PageView:
-    status: str = ""
-    table: dict = field(default_factory=lambda: {"headers": TABLE_HEADERS, "data": []})
-    chart: str = ""
-    legend: str = ""
-    gallery: list = field(default_factory=list)      # [(RGB uint8, caption)]
-    comparison: list = field(default_factory=list)   # [(RGB uint8, caption)]
-    weights_picture: np.ndarray | None = None
-    weights_text: str = ""
+    """What a handler hands the page; None means 'leave it as it is'."""
+    status: str | None = None
+    scores: dict | None = None      # the numbers the browser rescores at any lambda
+    heatmaps: dict | None = None    # {"key", "legend", "tiles": {index: data URI}, "picked"}
+    closeup: str | None = None      # comparison panels (HTML)
+    weights: str | None = None      # pooling-weight picture and text (HTML)
     focus: str | None = None
-    shown: list = field(default_factory=list)        # class names in the gallery
-    scores: object = None
+    shown: list = field(default_factory=list)   # class names with a heatmap tile
+    rows: list = field(default_factory=list)    # score rows at the controls' lambda
 
 
 def display_name(path):
     return Path(str(path)).name or "image"
 
 
-def open_image(path, max_pixels=MAX_PIXELS):
+def open_image(path, max_pixels=MAX_PIXELS, name=None):
     """RGB PIL image from an uploaded file; csra.ImageError with a one-line message naming it."""
-    name = display_name(path)
+    name = name or display_name(path)
     try:
         return csra.load_image(str(path), max_pixels=max_pixels)
     except csra.ImageError as err:
         raise csra.ImageError(str(err).replace(str(path), name)) from None
 
 
-def upload(model, path, controls, model_key="", max_pixels=MAX_PIXELS):
-    """A new image: decode, run the network once, draw everything. -> (Analysis, PageView)."""
-    image = open_image(path, max_pixels)
-    analysis = analyse(model, image, name=display_name(path), model_key=model_key, source=str(path))
-    return analysis, refresh(analysis, controls)
+def serial(analysis):
+    return analysis.sent.setdefault("serial", next(_SERIAL))
 
 
-def refresh(analysis, controls):
-    """All of the page from the cached maps at the controls' lambda: no network run."""
-    c = controls.clean()
+def kind_text(analysis):
+    if analysis.kind == "sigmoid":
+        return "sigmoid per class (multi-label)"
+    return f"softmax over {len(analysis.class_names)} classes"
+
+
+def scores_payload(analysis, c):
+    """The numbers the browser needs to rescore at any lambda and threshold, plus the server's
+    own rows at the controls' values (the reference, and what API clients read)."""
     scores = scores_at(analysis, c.lam)
-    names = analysis.class_names
+    names = list(analysis.class_names)
     index = {n: i for i, n in enumerate(names)}
+    return {
+        "image": serial(analysis), "name": analysis.name, "names": names,
+        "base": [float(v) for v in analysis.base], "attention": [float(v) for v in analysis.attention_part],
+        "kind": analysis.kind, "kind_text": kind_text(analysis), "lam": c.lam, "threshold": c.threshold,
+        "top_k": c.top_k, "full_table_limit": FULL_TABLE_LIMIT, "max_tiles": MAX_HEATMAPS,
+        "picked": [index[n] for n in c.picked if n in index],
+        "threshold_logit": threshold_logit(c.threshold, analysis.kind),
+        "rows": score_rows(analysis, scores, c.threshold),
+    }
+
+
+def shown(analysis, c):
+    """Class indices with a heatmap tile at these controls (the browser picks the same ones)."""
+    index = {n: i for i, n in enumerate(analysis.class_names)}
     picked = [index[n] for n in c.picked if n in index]
-    shown = shown_classes(scores, c.threshold, picked, MAX_HEATMAPS)
-    order = scores.order()
-    rows = order if len(names) <= FULL_TABLE_LIMIT else order[:c.top_k]
-    focus = c.focus if c.focus in index else (names[shown[0]] if shown else names[order[0]])
-    f = index[focus]
-    present = scores.present(c.threshold)
-    t_logit = threshold_logit(c.threshold, scores.kind)
-    return PageView(
-        status=status_text(analysis, scores, c),
-        table=score_table(names, scores, rows, present),
-        chart=render.logit_chart_svg(names, scores, rows[:CHART_ROWS], threshold=t_logit),
-        legend=render.scale_legend_html(analysis, c.scale),
-        gallery=render.heatmap_gallery(analysis, scores, shown, c.scale, c.alpha),
-        comparison=render.comparison_panels(analysis, f, c.scale, c.alpha),
-        weights_picture=render.pooling_weight_picture(analysis, f, c.lam),
-        weights_text=render.pooling_weight_text(analysis, f, c.lam),
-        focus=focus,
-        shown=[names[i] for i in shown],
-        scores=scores,
-    )
+    return shown_classes(scores_at(analysis, c.lam), c.threshold, picked, MAX_HEATMAPS)
 
 
-def score_table(names, scores, rows, present):
-    data = [[names[i], round(float(scores.probabilities[i]), 4), round(float(scores.logits[i]), 3),
-             round(float(scores.base[i]), 3), round(float(scores.attention[i]), 3), bool(present[i])]
-            for i in rows]
-    return {"headers": TABLE_HEADERS, "data": data}
+def tiles_payload(analysis, c, classes, only_new=False):
+    """Heatmap tiles for classes; with only_new, just those this page has not been sent yet
+    (None when there are none)."""
+    key = render.tile_key(c.scale, c.alpha)
+    sent = analysis.sent.setdefault("tiles", set())
+    if analysis.sent.get("tile_key") != key:
+        sent.clear()
+        analysis.sent["tile_key"] = key
+        only_new = False
+    wanted = [i for i in classes if not (only_new and i in sent)]
+    index = {n: i for i, n in enumerate(analysis.class_names)}
+    picked = [index[n] for n in c.picked if n in index]
+    if only_new and not wanted and analysis.sent.get("picked") == picked:
+        return None
+    sent.update(wanted)
+    analysis.sent["picked"] = picked
+    return {"image": serial(analysis), "key": key, "legend": render.scale_legend_html(analysis, c.scale),
+            "tiles": render.heatmap_tiles(analysis, wanted, c.scale, c.alpha), "picked": picked}
 
 
-def status_text(analysis, scores, c):
+def focus_class(analysis, c):
     names = analysis.class_names
-    present = [i for i in scores.order() if scores.probabilities[i] >= c.threshold]
+    if c.focus in names:
+        return c.focus
+    classes = shown(analysis, c)
+    return names[classes[0]] if classes else names[int(scores_at(analysis, c.lam).order()[0])]
+
+
+def closeup_html(analysis, focus, c):
+    f = analysis.class_names.index(focus)
+    return render.figure_grid_html(render.comparison_panels(analysis, f, c.scale, c.alpha))
+
+
+def weights_html(analysis, focus, c):
+    f = analysis.class_names.index(focus)
+    picture = render.pooling_weight_picture(analysis, f, c.lam)
+    return (f'<div class="csra-weights"><img src="{render.data_uri(picture)}" '
+            f'alt="effective pooling weights of {html.escape(focus)}">'
+            f'<p>{render.pooling_weight_text(analysis, f, c.lam)}</p></div>')
+
+
+def upload(model, path, controls, model_key="", max_pixels=MAX_PIXELS, name=None):
+    """A new image: decode, run the network once, and what the first view needs (the numbers
+    and the present classes' heatmap tiles). -> (Analysis, PageView)."""
+    c = controls.clean()
+    name = name or display_name(path)
+    image = open_image(path, max_pixels, name)
+    analysis = analyse(model, image, name=name, model_key=model_key, source=str(path))
+    return analysis, first_view(analysis, c)
+
+
+def first_view(analysis, c):
+    classes = shown(analysis, c)
     h, w = analysis.grid
     size = (f"{analysis.original_size[0]}×{analysis.original_size[1]} px, "
             if analysis.original_size else "")
-    kind = ("sigmoid per class (multi-label)" if scores.kind == "sigmoid"
-            else f"softmax over {len(names)} classes")
-    found = ", ".join(f"{html.escape(names[i])} ({scores.probabilities[i]:.2f})" for i in present[:8])
-    more = f" and {len(present) - 8} more" if len(present) > 8 else ""
-    return (f"**{html.escape(analysis.name)}** — {size}{h}×{w} score maps, λ = {c.lam:.2f}, "
-            f"{kind}. Present at p ≥ {c.threshold:.2f}: {found + more if present else 'none'}.")
+    return PageView(
+        status=f"**{html.escape(analysis.name)}** — {size}{h}×{w} score maps, {kind_text(analysis)}.",
+        scores=scores_payload(analysis, c), heatmaps=tiles_payload(analysis, c, classes),
+        focus=focus_class(analysis, c), shown=[analysis.class_names[i] for i in classes])
 
 
-def download_pictures(analysis, view):
-    """The overlays (and comparison panels, pooling weights) of a view, with file stems."""
-    pictures = [(img, f"overlay_{cap.split(' · ')[0]}") for img, cap in view.gallery]
-    if view.focus:
-        kinds = ("image", "avgpool_contribution", "attention", "score_map")
-        pictures += [(img, f"compare_{view.focus}_head{i // 4 + 1}_{kinds[i % 4]}")
-                     for i, (img, _) in enumerate(view.comparison) if i % 4]
-        if view.weights_picture is not None:
-            pictures.append((view.weights_picture, f"pooling_weights_{view.focus}"))
+def changes(analysis, controls):
+    """A control moved: only what the page does not hold yet — tiles of newly shown classes
+    (or all of them at a new colour scale/opacity), the close-up when its class or look
+    changed, the pooling weights when lambda or the class changed. Nothing is redrawn twice."""
+    c = controls.clean()
+    focus = focus_class(analysis, c)
+    view = PageView(focus=focus, heatmaps=tiles_payload(analysis, c, shown(analysis, c), only_new=True))
+    closeup_key = (focus, c.scale, round(c.alpha, 2))
+    if analysis.sent.get("closeup") != closeup_key:
+        view.closeup = closeup_html(analysis, focus, c)
+        analysis.sent["closeup"] = closeup_key
+    weights_key = (focus, c.lam)
+    if analysis.sent.get("weights") != weights_key:
+        view.weights = weights_html(analysis, focus, c)
+        analysis.sent["weights"] = weights_key
+    return view
+
+
+def refresh(analysis, controls):
+    """A whole view from the cached maps at the controls' lambda (no network run): scores,
+    every shown tile, the close-up and the pooling weights."""
+    c = controls.clean()
+    classes = shown(analysis, c)
+    focus = focus_class(analysis, c)
+    scores = scores_at(analysis, c.lam)
+    order = scores.order()
+    rows = order if len(order) <= FULL_TABLE_LIMIT else order[:c.top_k]
+    return PageView(scores=scores_payload(analysis, c), heatmaps=tiles_payload(analysis, c, classes),
+                    closeup=closeup_html(analysis, focus, c), weights=weights_html(analysis, focus, c),
+                    focus=focus, shown=[analysis.class_names[i] for i in classes],
+                    rows=score_rows(analysis, scores, c.threshold, rows))
+
+
+def download_pictures(analysis, c):
+    """Full-size overlays of the shown classes, the focus class's comparison panels and its
+    pooling weights, with file stems (for the PNG zip)."""
+    c = c.clean()
+    names = analysis.class_names
+    classes = shown(analysis, c)
+    pictures = [(p, f"overlay_{names[i]}") for i, p in
+                render.heatmaps(analysis, classes, c.scale, c.alpha).items()]
+    focus = focus_class(analysis, c)
+    f = names.index(focus)
+    kinds = ("image", "avgpool_contribution", "attention", "score_map")
+    pictures += [(img, f"compare_{focus}_head{i // 4 + 1}_{kinds[i % 4]}")
+                 for i, (img, _) in enumerate(render.comparison_panels(analysis, f, c.scale, c.alpha))
+                 if i % 4]
+    pictures.append((render.pooling_weight_picture(analysis, f, c.lam), f"pooling_weights_{focus}"))
     return pictures

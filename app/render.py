@@ -1,10 +1,13 @@
-"""Pictures for the page, from cached score maps: fast enough to redraw on every slider move.
+"""Pictures for the page, from cached score maps, as JPEG data URIs the page shows directly.
 
 Maps are upsampled, coloured on an explicit range and blended by
 csra.visualize (bilinear for overlays, nearest where the feature grid itself
 is the point; negative values are clipped to the cold end, never wrapped
-around). No matplotlib here.
+around). Pictures go to the browser inside the page's HTML, never as files in
+Gradio's cache, so concurrent requests never write the same file. The scores,
+the chart and the captions are drawn in the browser (app/explorer.js).
 """
+import base64
 import html
 
 import cv2
@@ -20,6 +23,27 @@ SCALES = {
     "per-map": "per-map: every map stretched to its own min..max; shows where, not how strongly",
 }
 PANEL_SIZE = 224  # longest side of each pooling-weight picture
+TILE_SIZE = 256   # longest side of each heatmap tile (shown at up to 240 CSS px)
+JPEG_QUALITY = 85
+
+
+def data_uri(rgb, quality=JPEG_QUALITY):
+    """(H, W, 3) uint8 RGB -> 'data:image/jpeg;base64,...' for an <img src>."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode JPEG")
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def tile_image(analysis, size=TILE_SIZE):
+    """The analysis image at tile size (made once per image)."""
+    if "tile_image" not in analysis.pictures:
+        image = analysis.image
+        scale = size / max(image.shape[:2])
+        new = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        analysis.pictures["tile_image"] = cv2.resize(image, new, interpolation=cv2.INTER_AREA)
+    return analysis.pictures["tile_image"]
 
 
 def colour_ranges(maps, scale):
@@ -29,17 +53,37 @@ def colour_ranges(maps, scale):
     return visualize.value_range(maps, scale)
 
 
-def caption(name, scores, c):
-    return f"{name} · p = {scores.probabilities[c]:.3f} · logit {scores.logits[c]:+.2f}"
-
-
-def heatmap_gallery(analysis, scores, classes, scale="global", alpha=0.5):
-    """[(overlay, caption)] for the given class indices, on the chosen colour scale."""
+def heatmaps(analysis, classes, scale="global", alpha=0.5, image=None):
+    """{class index: overlay} for the given classes, on the chosen colour scale."""
     maps = analysis.class_maps
     lo, hi = colour_ranges(maps, scale)
-    names = analysis.class_names
-    return [(visualize.overlay(analysis.image, maps[c], lo[c], hi[c], alpha), caption(names[c], scores, c))
-            for c in classes]
+    image = analysis.image if image is None else image
+    return {int(c): visualize.overlay(image, maps[c], lo[c], hi[c], alpha) for c in classes}
+
+
+def heatmap_tiles(analysis, classes, scale="global", alpha=0.5):
+    """{class index: JPEG data URI} at tile size; each (class, scale, alpha) is encoded once
+    per image, and only the newest scale/alpha is kept."""
+    key = tile_key(scale, alpha)
+    cache = analysis.pictures.setdefault("tiles", {})
+    if cache.get("key") != key:
+        cache.clear()
+        cache["key"] = key
+    missing = [c for c in classes if c not in cache]
+    for c, picture in heatmaps(analysis, missing, scale, alpha, tile_image(analysis)).items():
+        cache[c] = data_uri(picture)
+    return {str(c): cache[c] for c in classes}  # JSON object keys
+
+
+def tile_key(scale, alpha):
+    return f"{scale}|{float(alpha):.2f}"
+
+
+def figure_grid_html(pictures, css_class="csra-panels"):
+    """[(RGB picture, caption)] -> a grid of <figure>s with escaped captions."""
+    items = "".join(f'<figure><img src="{data_uri(p)}" alt="{html.escape(c)}">'
+                    f'<figcaption>{html.escape(c)}</figcaption></figure>' for p, c in pictures)
+    return f'<div class="{css_class}">{items}</div>'
 
 
 def jet_stops(n=9):
@@ -66,7 +110,7 @@ def scale_legend_html(analysis, scale):
         bar = colour_bar_html(f"{lo[0]:+.2f}", f"{hi[0]:+.2f}", "score-map units, all classes")
     else:
         bar = colour_bar_html("map min", "map max", "each map on its own range")
-    return f'<div><b>Colour scale — {html.escape(SCALES[scale])}.</b>{bar}</div>'
+    return f'<div class="csra-scale-legend">Colour scale — {html.escape(SCALES[scale])}.{bar}</div>'
 
 
 def _label(picture, text):
@@ -147,84 +191,9 @@ def pooling_weight_text(analysis, c, lam):
     h, w = analysis.grid
     weights = pooling_weights(analysis, c, lam)
     name = analysis.class_names[c]
-    lines = [f"**{html.escape(name)}**, λ = {lam:.2f}: uniform weight 1/HW = 1/{h * w} = {1 / (h * w):.4f} "
+    lines = [f"<b>{html.escape(name)}</b>, λ = {lam:.2f}: uniform weight 1/HW = 1/{h * w} = {1 / (h * w):.4f} "
              f"per position; weights sum to 1 + λ = {1 + lam:.2f} per head."]
     for k, t in enumerate(analysis.temperatures):
         peak = float(weights[k].max())
         lines.append(f"T = {t}: the top position gets {peak:.4f} ({peak * h * w:.1f}× uniform).")
     return " ".join(lines)
-
-
-def _nice_step(span, count=5):
-    raw = max(span, 1e-9) / count
-    power = 10 ** np.floor(np.log10(raw))
-    for m in (1, 2, 5, 10):
-        if raw <= m * power:
-            return m * power
-    return 10 * power
-
-
-def logit_chart_svg(names, scores, classes, threshold=None, width=640):
-    """Horizontal bars per class: base (average pooling) from 0, then lam x attention on top;
-    a black tick marks the logit; a dashed line the threshold's logit (sigmoid models)."""
-    classes = list(classes)
-    if not classes:
-        return "<p>No scores yet.</p>"
-    base = scores.base[classes]
-    att = scores.attention[classes]
-    total = base + att
-    values = np.concatenate([[0.0], base, total] + ([[threshold]] if threshold is not None else []))
-    lo, hi = float(values.min()), float(values.max())
-    pad = 0.05 * max(hi - lo, 1e-6)
-    lo, hi = lo - pad, hi + pad
-    label_w, right, row_h, top, bottom = 150, 16, 17, 40, 26
-    plot_w = width - label_w - right
-    height = top + row_h * len(classes) + bottom
-
-    def x(v):
-        return label_w + (float(v) - lo) / (hi - lo) * plot_w
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="csra-chart" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">']
-    bias = " (+ bias)" if scores.kind == "softmax" else ""
-    legend = [("#4C78A8", f"base: average pooling{bias}"),
-              ("#F58518", f"λ × attention (λ = {scores.lam:.2f})")]
-    lx = label_w
-    for colour, text in legend:
-        out.append(f'<rect x="{lx}" y="8" width="12" height="12" fill="{colour}"/>'
-                   f'<text x="{lx + 16}" y="18">{html.escape(text)}</text>')
-        lx += 24 + 6.2 * len(text)
-    out.append(f'<line x1="{lx}" y1="7" x2="{lx}" y2="21" stroke="#000" stroke-width="2"/>'
-               f'<text x="{lx + 5}" y="18">logit</text>')
-    step = _nice_step(hi - lo)
-    for tick in np.arange(np.ceil(lo / step) * step, hi, step):
-        tx = x(tick)
-        out.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height - bottom}" '
-                   f'stroke="#ddd"/><text x="{tx:.1f}" y="{height - bottom + 14}" '
-                   f'text-anchor="middle" fill="#555">{tick:g}</text>')
-    out.append(f'<line x1="{x(0):.1f}" y1="{top - 4}" x2="{x(0):.1f}" y2="{height - bottom}" '
-               'stroke="#888"/>')
-    for i, c in enumerate(classes):
-        y = top + i * row_h
-        b, a, t = float(base[i]), float(att[i]), float(total[i])
-        prob = scores.probabilities[c]
-        weight = ' font-weight="bold"' if threshold is not None and t >= threshold else ""
-        tip = html.escape(f"{names[c]}: p = {prob:.4f}, logit {t:+.3f} = base {b:+.3f} + "
-                          f"λ×attention {a:+.3f}")
-        out.append(f'<g><title>{tip}</title>'
-                   f'<text x="{label_w - 6}" y="{y + 11}" text-anchor="end"{weight}>'
-                   f'{html.escape(names[c][:24])} {prob:.2f}</text>'
-                   f'<rect x="{min(x(0), x(b)):.1f}" y="{y + 2}" width="{abs(x(b) - x(0)):.1f}" '
-                   f'height="12" fill="#4C78A8"/>'
-                   f'<rect x="{min(x(b), x(t)):.1f}" y="{y + 2}" width="{abs(x(t) - x(b)):.1f}" '
-                   f'height="12" fill="#F58518" fill-opacity="0.9"/>'
-                   f'<line x1="{x(t):.1f}" y1="{y}" x2="{x(t):.1f}" y2="{y + 16}" stroke="#000" '
-                   'stroke-width="2"/></g>')
-    if threshold is not None and lo < threshold < hi:
-        tx = x(threshold)
-        out.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" y2="{height - bottom}" '
-                   'stroke="#d62728" stroke-dasharray="4 3"/>'
-                   f'<text x="{tx + 3:.1f}" y="{top - 6}" fill="#d62728">threshold</text>')
-    out.append(f'<text x="{label_w + plot_w / 2:.0f}" y="{height - 2}" text-anchor="middle" '
-               'fill="#333">class logit</text></svg>')
-    return "".join(out)

@@ -36,7 +36,7 @@ class NoWeights(RuntimeError):
 class Choice:
     source: str       # path or URL handed to csra.load_checkpoint, or the embedded model's name
     reason: str       # why this one, for the log
-    banner: str = ""  # Markdown for the top of the page when the VOC model is not served and why
+    banner: str = ""  # plain text for the top of the page when the VOC model is not served and why
 
 
 def newest_run_checkpoint(root="."):
@@ -79,10 +79,10 @@ def _official_model(offline):
 
 
 def fallback_banner(why):
-    return (f"**Serving the embedded ImageNet classifier** (EfficientNet-Lite0 + CSRA, no training, "
+    return (f"Serving the embedded ImageNet classifier (EfficientNet-Lite0 + CSRA, no training, "
             f"1000 ImageNet classes), not the VOC CSRA model: {why}. "
-            f"To get the VOC model, run once with internet: `{GET_VOC_COMMAND}` "
-            "(or train your own: `python -m training.train`), then restart the app.")
+            f"To get the VOC model, run once with internet: {GET_VOC_COMMAND} "
+            "(or train your own: python -m training.train), then restart the app.")
 
 
 def load_served_model(weights=None, root=".", offline=None):

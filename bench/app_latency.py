@@ -107,7 +107,7 @@ def main(argv=None):
             slider_times.append(time.perf_counter() - start)
         slider_ms = statistics.median(slider_times[1:]) * 1000
 
-    heatmaps = len(view.gallery)
+    heatmaps = len(view.shown)
     where = device_text(device)
     rows = [
         ("backbone only (forward_features)", f"{backbone_s:.3f} s", "", ""),

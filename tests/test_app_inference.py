@@ -117,8 +117,8 @@ def test_classifier_scores_are_a_softmax_with_the_bias(classifier_model):
     np.testing.assert_allclose(s.logits, reference_logits(classifier_model, image, 0.3),
                                rtol=1e-4, atol=1e-3)
     view = page.refresh(a, page.Controls(lam=0.3, threshold=0.1, top_k=7))
-    assert len(view.table["data"]) == 7                      # 1000 classes: top-k rows only
-    assert "bias" in view.chart
+    assert len(view.rows) == 7                               # 1000 classes: top-k rows only
+    assert view.scores["kind"] == "softmax" and len(view.scores["base"]) == 1000
 
 
 def test_a_lambda_change_never_runs_the_backbone(two_head_model, tmp_path):
@@ -139,7 +139,7 @@ def test_a_lambda_change_never_runs_the_backbone(two_head_model, tmp_path):
     finally:
         for h in hooks:
             h.remove()
-    tables = [[row[1] for row in v.table["data"]] for v in [first] + views]
+    tables = [[row["probability"] for row in v.scores["rows"]] for v in [first] + views]
     assert tables[0] != tables[2]                           # the scores did move with lambda
 
 

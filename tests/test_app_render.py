@@ -1,9 +1,9 @@
-"""The app's pictures and downloads: overlays, honest colours, scales, chart, comparison, exports."""
+"""The app's pictures and downloads: overlays, honest colours, scales, tiles sent once,
+comparison, exports."""
 import csv
 import io
 import json
 import zipfile
-import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -59,13 +59,12 @@ def test_global_scale_keeps_an_absent_class_cold(model):
     a = hand_made(model)
     s = scores_at(a, 0.1)
     assert s.probabilities[0] > 0.5 > s.probabilities[1]          # cat present, dog absent
-    g = render.heatmap_gallery(a, s, [0, 1], scale="global", alpha=1.0)
-    p = render.heatmap_gallery(a, s, [0, 1], scale="per-map", alpha=1.0)
-    cat_g, dog_g = (hottest(img) for img, _ in g)
-    cat_p, dog_p = (hottest(img) for img, _ in p)
+    g = render.heatmaps(a, [0, 1], scale="global", alpha=1.0)
+    p = render.heatmaps(a, [0, 1], scale="per-map", alpha=1.0)
+    cat_g, dog_g = (hottest(img) for img in g.values())
+    cat_p, dog_p = (hottest(img) for img in p.values())
     assert cat_g > 150 and dog_g < -100        # global: the absent class's hottest spot is blue
     assert cat_p > 150 and dog_p > 150         # per-map: both stretched to look equally hot
-    assert g[0][1].startswith("cat · p = ")
 
 
 def test_pooling_weight_picture_moves_with_lambda(model):
@@ -96,28 +95,50 @@ def test_comparison_panels_per_head(model):
     assert redness(contribution[:30, :40]) > redness(contribution[60:, 80:])
 
 
-def test_logit_chart_is_svg_with_bars_that_add_up(model):
+def test_tiles_are_encoded_once_and_sent_once(model, monkeypatch):
     a = hand_made(model)
-    s = scores_at(a, 0.0)
-    svg = render.logit_chart_svg(a.class_names, s, [0, 1, 2], threshold=0.0)
-    root = ET.fromstring(svg)
-    ns = {"s": "http://www.w3.org/2000/svg"}
-    groups = root.findall("s:g", ns)
-    assert len(groups) == 3
-    titles = [g.find("s:title", ns).text for g in groups]
-    assert titles[0].startswith("cat: p = ")
-    # lambda 0: the attention bars have no width
-    assert all(float(g.findall("s:rect", ns)[1].get("width")) == 0.0 for g in groups)
-    s1 = scores_at(a, 1.0)
-    root1 = ET.fromstring(render.logit_chart_svg(a.class_names, s1, [0, 1, 2]))
-    widths = [float(g.findall("s:rect", ns)[1].get("width")) for g in root1.findall("s:g", ns)]
-    assert widths[0] > 0
+    encoded = []
+    real = render.data_uri
+    monkeypatch.setattr(render, "data_uri", lambda rgb, *k: encoded.append(rgb.shape) or real(rgb, *k))
+    first = render.heatmap_tiles(a, [0, 2], "global", 0.5)
+    assert len(encoded) == 2 and set(first) == {"0", "2"}
+    assert Image.open(io.BytesIO(__import__("base64").b64decode(first["0"].split(",")[1]))).size == (256, 192)
+    assert render.heatmap_tiles(a, [2, 0], "global", 0.5) == first and len(encoded) == 2
+    render.heatmap_tiles(a, [0], "per-map", 0.5)                      # a new look: drawn again
+    assert len(encoded) == 3
+    # the page's side: a second identical request sends nothing; a new class only its tile
+    c = page.Controls(lam=0.1, threshold=0.99, picked=("dog",), focus="cat")
+    b = hand_made(model)
+    view = page.first_view(b, c.clean())
+    assert set(view.heatmaps["tiles"]) == {"1"}                       # none present; dog picked
+    later = page.changes(b, c)
+    assert later.heatmaps is None and later.closeup and later.weights   # close-up drawn lazily
+    again = page.changes(b, c)
+    assert (again.heatmaps, again.closeup, again.weights) == (None, None, None)
+    more = page.changes(b, page.Controls(lam=0.1, threshold=0.99, picked=("dog", "car"), focus="cat"))
+    assert set(more.heatmaps["tiles"]) == {"2"} and more.closeup is None
+    moved = page.changes(b, page.Controls(lam=0.8, threshold=0.99, picked=("dog", "car"), focus="cat"))
+    assert moved.weights and "0.80" in moved.weights and moved.closeup is None
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3, 1.0])
+def test_browser_numbers_rebuild_logits_from_maps(model, lam):
+    """The payload the browser rescores: base + lam * attention = the head's logits_from_maps."""
+    a = hand_made(model)
+    payload = page.scores_payload(a, page.Controls(lam=lam).clean())
+    with torch.no_grad():
+        reference = model.head.logits_from_maps(a.maps[None], lam=lam)[0].numpy()
+    rebuilt = np.array(payload["base"]) + lam * np.array(payload["attention"])
+    np.testing.assert_allclose(rebuilt, reference, rtol=1e-5, atol=1e-5)
+    assert [r["class"] for r in payload["rows"]] == [a.class_names[i] for i in np.argsort(-reference)]
+    json.dumps(payload, allow_nan=False)                               # plain JSON for the page
 
 
 def test_downloads_csv_json_and_png_zip(model, tmp_path):
     a = hand_made(model)
-    view = page.refresh(a, page.Controls(lam=0.4, threshold=0.5, focus="car"))
-    s = view.scores
+    controls = page.Controls(lam=0.4, threshold=0.5, focus="car")
+    view = page.refresh(a, controls)
+    s = scores_at(a, 0.4)
     rows = list(csv.DictReader(io.StringIO(exports.scores_csv(a, s, 0.5))))
     assert [r["class"] for r in rows] == [a.class_names[i] for i in s.order()]
     assert abs(float(rows[0]["logit"]) - (float(rows[0]["base"]) + float(rows[0]["lambda_attention"]))) < 1e-4
@@ -125,7 +146,7 @@ def test_downloads_csv_json_and_png_zip(model, tmp_path):
     assert payload["lambda"] == pytest.approx(0.4) and payload["present"] == view.shown
     folder = exports.DownloadFolders(keep=2, root=tmp_path / "dl")
     (tmp_path / "dl").mkdir()
-    paths = exports.write_downloads(folder.new(), a, s, 0.5, page.download_pictures(a, view))
+    paths = exports.write_downloads(folder.new(), a, s, 0.5, page.download_pictures(a, controls))
     assert [p.rsplit("_", 1)[-1] for p in paths] == ["scores.csv", "scores.json", "overlays.zip"]
     with zipfile.ZipFile(paths[2]) as z:
         names = z.namelist()

@@ -156,7 +156,7 @@ def test_classifier_option_offline_gives_a_message(tmp_path, monkeypatch):
     with pytest.raises(models.ModelUnavailable) as err:
         store.get(models.IMAGENET)
     assert "put it at" in str(err.value) and str(tmp_path / "torch") in str(err.value)
-    assert not store.loaded(models.IMAGENET)                       # tried again next time
+    assert store.option(models.IMAGENET).model is None                       # tried again next time
 
 
 def test_device_choice():

@@ -1,0 +1,213 @@
+// The page's browser side: scores, table, chart and heatmap captions recomputed at any lambda
+// and threshold without asking the server (app/ui.py loads this file into the page's <head>).
+//
+// The server sends, once per image, each class's logit split: logit = base + lambda * attention
+// (app/inference.py); a slider move is one multiply-add per class here. The server stays the
+// reference: tests/test_app_browser.py compares these numbers with the head's logits_from_maps.
+(() => {
+  if (window.csraExplorer) return;  // both views load this file; the first one defines it
+  const S = {data: null, lam: null, thr: null, topk: null, tiles: {}, tileKey: null, legend: "",
+             scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null};
+  const CHART_ROWS = 30;
+  const esc = (s) => String(s).replace(/[&<>"']/g,
+    (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
+
+  // A slider value as a number in [0, 1]; a note when it had to be clamped or was not a number.
+  function unit(value, name, fallback) {
+    const v = Number(value);
+    if (value === null || value === "" || !Number.isFinite(v)) {
+      return {v: fallback, note: `${name} must be a number between 0 and 1: kept ${fallback.toFixed(2)}`};
+    }
+    if (v < 0 || v > 1) {
+      const c = Math.min(1, Math.max(0, v));
+      return {v: c, note: `${name} is between 0 and 1: using ${c.toFixed(2)}`};
+    }
+    return {v, note: ""};
+  }
+
+  // Scores at the current lambda: the same formulas as app/inference.py's scores_at.
+  function compute() {
+    const d = S.data;
+    if (!d || !d.names) return null;
+    const notes = [];
+    const lam = unit(S.lam ?? d.lam, "λ", d.lam);
+    const thr = unit(S.thr ?? d.threshold, "threshold", d.threshold);
+    for (const x of [lam, thr]) if (x.note) notes.push(x.note);
+    const n = d.names.length;
+    const logits = new Float64Array(n), att = new Float64Array(n), probs = new Float64Array(n);
+    for (let i = 0; i < n; i++) { att[i] = lam.v * d.attention[i]; logits[i] = d.base[i] + att[i]; }
+    if (d.kind === "softmax") {
+      let m = -Infinity, sum = 0;
+      for (let i = 0; i < n; i++) m = Math.max(m, logits[i]);
+      for (let i = 0; i < n; i++) { probs[i] = Math.exp(logits[i] - m); sum += probs[i]; }
+      for (let i = 0; i < n; i++) probs[i] /= sum;
+    } else {
+      for (let i = 0; i < n; i++) probs[i] = 0.5 * (1 + Math.tanh(0.5 * logits[i]));
+    }
+    const order = Array.from({length: n}, (_, i) => i).sort((a, b) => probs[b] - probs[a] || a - b);
+    const present = order.filter((i) => probs[i] >= thr.v);
+    const thrLogit = d.kind === "sigmoid" && thr.v > 0 && thr.v < 1 ? Math.log(thr.v / (1 - thr.v)) : null;
+    return {lam: lam.v, thr: thr.v, logits, att, probs, order, present, thrLogit, notes};
+  }
+
+  function summary(r) {
+    const d = S.data;
+    const found = r.present.slice(0, 8).map((i) => `${esc(d.names[i])} (${r.probs[i].toFixed(2)})`);
+    const more = r.present.length > 8 ? ` and ${r.present.length - 8} more` : "";
+    const notes = r.notes.map((t) => `<div class="csra-note">⚠️ ${esc(t)}</div>`).join("");
+    return `${notes}λ = ${r.lam.toFixed(2)}, ${esc(d.kind_text)}. ` +
+      `Present at p ≥ ${r.thr.toFixed(2)}: ${found.length ? found.join(", ") + more : "none"}.`;
+  }
+
+  function table(r) {
+    const d = S.data;
+    const limit = d.names.length > d.full_table_limit ? Math.max(1, Number(S.topk ?? d.top_k) || d.top_k) : d.names.length;
+    const rows = r.order.slice(0, limit).map((i) =>
+      `<tr class="${r.probs[i] >= r.thr ? "present" : ""}"><td>${esc(d.names[i])}</td>` +
+      `<td>${r.probs[i].toFixed(4)}</td><td>${r.logits[i].toFixed(3)}</td>` +
+      `<td>${d.base[i].toFixed(3)}</td><td>${r.att[i].toFixed(3)}</td>` +
+      `<td>${r.probs[i] >= r.thr ? "yes" : ""}</td></tr>`).join("");
+    const shown = limit < d.names.length ? `<caption>top ${limit} of ${d.names.length} classes</caption>` : "";
+    return `<table class="csra-table">${shown}<thead><tr><th>class</th><th>probability</th><th>logit</th>` +
+      `<th>base (avg pool)</th><th>λ × attention</th><th>present</th></tr></thead><tbody>${rows}</tbody></table>`;
+  }
+
+  // Horizontal bars, sized to the element's width: base from 0, then lambda x attention on top,
+  // a black tick at the logit, a dashed line at the threshold's logit (sigmoid models).
+  function chart(r, width) {
+    const d = S.data;
+    const rows = r.order.slice(0, CHART_ROWS);
+    width = Math.max(260, Math.floor(width || 600));
+    const labelW = Math.min(150, Math.round(width * 0.36)), right = 12, rowH = 17, top = 18, bottom = 30;
+    const plotW = width - labelW - right, height = top + rowH * rows.length + bottom;
+    let lo = 0, hi = 0;
+    for (const i of rows) for (const v of [d.base[i], r.logits[i]]) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    if (r.thrLogit !== null) { lo = Math.min(lo, r.thrLogit); hi = Math.max(hi, r.thrLogit); }
+    const pad = 0.05 * Math.max(hi - lo, 1e-6); lo -= pad; hi += pad;
+    const x = (v) => labelW + (v - lo) / (hi - lo) * plotW;
+    const raw = (hi - lo) / Math.max(2, Math.floor(plotW / 70));
+    const p10 = 10 ** Math.floor(Math.log10(raw));
+    const step = [1, 2, 5, 10].map((m) => m * p10).find((s) => s >= raw);
+    const out = [`<svg class="csra-chart-svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
+      `role="img" aria-label="logits of the ${rows.length} most probable classes">`];
+    for (let t = Math.ceil(lo / step) * step; t < hi; t += step) {
+      const tx = x(t).toFixed(1);
+      out.push(`<line x1="${tx}" y1="${top}" x2="${tx}" y2="${height - bottom}" class="grid"/>` +
+        `<text x="${tx}" y="${height - bottom + 13}" text-anchor="middle" class="tick">${+t.toPrecision(6)}</text>`);
+    }
+    out.push(`<line x1="${x(0).toFixed(1)}" y1="${top}" x2="${x(0).toFixed(1)}" y2="${height - bottom}" class="zero"/>`);
+    rows.forEach((i, k) => {
+      const y = top + k * rowH, b = d.base[i], t = r.logits[i];
+      const name = d.names[i].length > 22 ? d.names[i].slice(0, 21) + "…" : d.names[i];
+      out.push(`<g class="bar${r.probs[i] >= r.thr ? " present" : ""}"><title>${esc(d.names[i])}: p = ${r.probs[i].toFixed(4)}, ` +
+        `logit ${t.toFixed(3)} = base ${b.toFixed(3)} + λ×attention ${r.att[i].toFixed(3)}</title>` +
+        `<text x="${labelW - 5}" y="${y + 12}" text-anchor="end">${esc(name)} ${r.probs[i].toFixed(2)}</text>` +
+        `<rect x="${Math.min(x(0), x(b)).toFixed(1)}" y="${y + 2}" width="${Math.abs(x(b) - x(0)).toFixed(1)}" height="12" class="base"/>` +
+        `<rect x="${Math.min(x(b), x(t)).toFixed(1)}" y="${y + 2}" width="${Math.abs(x(t) - x(b)).toFixed(1)}" height="12" class="att"/>` +
+        `<line x1="${x(t).toFixed(1)}" y1="${y}" x2="${x(t).toFixed(1)}" y2="${y + 16}" class="logit"/></g>`);
+    });
+    if (r.thrLogit !== null) {
+      const tx = x(r.thrLogit);
+      const anchor = tx > labelW + plotW / 2 ? "end" : "start";
+      out.push(`<line x1="${tx.toFixed(1)}" y1="${top}" x2="${tx.toFixed(1)}" y2="${height - bottom}" class="threshold"/>` +
+        `<text x="${(tx + (anchor === "end" ? -3 : 3)).toFixed(1)}" y="${top - 6}" text-anchor="${anchor}" class="threshold">threshold</text>`);
+    }
+    out.push(`<text x="${labelW}" y="${height - 4}" class="tick">class logit →</text></svg>`);
+    const bias = d.kind === "softmax" ? " (+ bias)" : "";
+    return `<div class="csra-chart-legend"><span class="sw base"></span>base: average pooling${bias}` +
+      `<span class="sw att"></span>λ × attention (λ = ${r.lam.toFixed(2)})<span class="sw logit"></span>logit</div>` + out.join("");
+  }
+
+  // Fixed-size tiles: the present classes (most probable first, at most max_tiles) and the picked ones.
+  function shownClasses(r) {
+    const d = S.data;
+    const shown = r.present.slice(0, d.max_tiles);
+    for (const i of d.picked || []) if (!shown.includes(i)) shown.push(i);
+    return shown;
+  }
+
+  function tiles(r) {
+    const d = S.data;
+    const shown = shownClasses(r);
+    if (!shown.length) return `<p class="csra-empty">No class at p ≥ ${r.thr.toFixed(2)}: lower the threshold or pick classes to show.</p>`;
+    const items = shown.map((i) => {
+      const src = S.tiles[i];
+      const picture = src ? `<img src="${src}" alt="heatmap of ${esc(d.names[i])}">` : `<div class="csra-wait">drawing…</div>`;
+      return `<figure class="csra-tile" data-class="${i}" tabindex="0" role="button" title="look closer at ${esc(d.names[i])}">${picture}` +
+        `<figcaption><b>${esc(d.names[i])}</b> p = ${r.probs[i].toFixed(3)} · logit ${r.logits[i] >= 0 ? "+" : ""}${r.logits[i].toFixed(2)}</figcaption></figure>`;
+    }).join("");
+    return `${S.legend || ""}<div class="csra-tiles">${items}</div>`;
+  }
+
+  function draw() {
+    const r = compute();
+    S.last = r;
+    for (const el of S.scoreViews) {
+      if (!el.isConnected) { S.scoreViews.delete(el); continue; }
+      const q = (s) => el.querySelector(s);
+      if (!r) { q(".csra-summary").innerHTML = ""; q(".csra-chart").innerHTML = ""; q(".csra-table").innerHTML = ""; continue; }
+      q(".csra-summary").innerHTML = summary(r);
+      q(".csra-chart").innerHTML = chart(r, q(".csra-chart").clientWidth);
+      q(".csra-table").innerHTML = table(r);
+    }
+    for (const el of S.tileViews) {
+      if (!el.isConnected) { S.tileViews.delete(el); continue; }
+      el.querySelector(".csra-tiles-root").innerHTML = r ? tiles(r) : "";
+    }
+    window.dispatchEvent(new CustomEvent("csra-drawn"));
+  }
+
+  let pending = false;
+  function redraw() {  // at most once per animation frame, however fast the slider moves
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; draw(); });
+  }
+
+  window.csraExplorer = {
+    state: S, compute, draw,
+    setData(value) {
+      const d = value && typeof value === "object" ? value : null;
+      if (d && S.data && d.image !== S.data.image) { S.tiles = {}; S.tileKey = null; }
+      S.data = d;
+      if (!d) { S.tiles = {}; S.tileKey = null; S.legend = ""; }
+      draw();
+    },
+    setTiles(value) {
+      if (!value || typeof value !== "object" || !value.key) return;
+      if (value.key !== S.tileKey) { S.tiles = {}; S.tileKey = value.key; }
+      Object.assign(S.tiles, value.tiles || {});
+      if (value.legend !== undefined) S.legend = value.legend;
+      if (value.picked && S.data) S.data.picked = value.picked;
+      draw();
+    },
+    setControls(controls) {
+      for (const k of ["lam", "thr", "topk"]) if (controls[k] !== undefined) S[k] = controls[k];
+      if (S.data) draw(); // synchronous: the numbers are on screen when the event returns
+    },
+    mountScores(element) {
+      S.scoreViews.add(element);
+      if (window.ResizeObserver) {
+        let w = 0;
+        new ResizeObserver(() => {
+          const c = element.querySelector(".csra-chart");
+          if (c && c.clientWidth !== w) { w = c.clientWidth; redraw(); }
+        }).observe(element);
+      }
+      draw();
+    },
+    mountTiles(element, trigger) {
+      S.tileViews.add(element);
+      const choose = (event) => {  // a tile clicked, or Enter on a focused tile: look closer
+        const tile = event.target.closest(".csra-tile");
+        if (tile && S.data && (event.type === "click" || event.key === "Enter")) {
+          const i = Number(tile.dataset.class);
+          trigger("select", {index: i, value: S.data.names[i], selected: true});
+        }
+      };
+      element.addEventListener("click", choose);
+      element.addEventListener("keydown", choose);
+      draw();
+    },
+  };
+})();

@@ -1,0 +1,102 @@
+"""Shared fixtures for the app's tests: a running page serving a tiny random model (nothing is
+downloaded), a gradio_client for it, and Debian's Chromium through Playwright."""
+import os
+import shutil
+import socket
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+ROOT = Path(__file__).resolve().parent.parent
+CAT = ROOT / "assets" / "cat.jpg"
+CHROMIUM = os.environ.get("CSRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(classifier_weights, num_classes=20, class_names=None, banner=""):
+    """Serve a tiny random ResNet-18 CSRA model (VOC's 20 classes unless told otherwise); the
+    ImageNet option loads resnet18 weights from classifier_weights, a file the tests create
+    when they want it to work (missing file = 'cannot load'). Counts backbone runs."""
+    import csra
+    from app.models import default_store
+    from app.ui import build_demo, launch
+
+    torch.manual_seed(0)
+    if class_names is None and num_classes == 20:
+        class_names = csra.VOC_CLASSES
+    model = csra.build_model("resnet18", num_classes=num_classes, image_size=64,
+                             class_names=class_names).eval()
+    calls = {"backbone": 0}
+    model.backbone.register_forward_hook(
+        lambda *_: calls.__setitem__("backbone", calls["backbone"] + 1))
+    store = default_store(model, classifier="resnet18", classifier_loader_fn=lambda: csra.from_classifier(
+        "resnet18", pretrained=str(classifier_weights), image_size=64, offline=True))
+    if banner:
+        store.banner = banner
+    demo = build_demo(store)
+    port = free_port()
+    launch(demo, port=port, prevent_thread_lock=True, quiet=True)
+    return SimpleNamespace(demo=demo, url=f"http://127.0.0.1:{port}/", model=model, calls=calls,
+                           store=store, classifier_weights=Path(classifier_weights))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy CPU cannot stall them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, one_thread):
+    tmp = tmp_path_factory.mktemp("app")
+    running = start_app(tmp / "resnet18-imagenet.pth")
+    running.tmp = tmp
+    yield running
+    running.demo.close()
+
+
+@pytest.fixture(scope="module")
+def app80(tmp_path_factory, one_thread):
+    """80 classes (COCO-sized), with a banner: the page must stay usable at this size."""
+    tmp = tmp_path_factory.mktemp("app80")
+    running = start_app(tmp / "missing.pth", num_classes=80,
+                        class_names=[f"class <{i}> & co" if i == 7 else f"class_{i:02d}"
+                                     for i in range(80)],
+                        banner="Serving the embedded <demo> model: scores are not meaningful")
+    running.tmp = tmp
+    yield running
+    running.demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(app.url, verbose=False, analytics_enabled=False,
+                                download_files=str(app.tmp / "downloads"))
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"Chromium not installed ({CHROMIUM} missing; CI installs it with "
+                    "apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
