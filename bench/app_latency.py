@@ -16,21 +16,19 @@ Goals: (a) <= 1.2 x the backbone time, (b) <= 20 ms. The last line is
     RESULT backbone_s=<s> upload_s=<s> slider_ms=<ms>
 """
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from PIL import Image
+from torch.utils.benchmark import Measurement, Timer
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as python bench/app_latency.py
+import csra
+from app import page
+from app.models import device_text
 
-import csra  # noqa: E402
-from app import page  # noqa: E402
-from app.models import device_text, pick_device  # noqa: E402
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 MODEL = "resnet101-csra_1xb16_voc07-448px"
 EMBEDDED = "efficientnet_lite0"
@@ -43,25 +41,16 @@ def bench_model(which):
     return csra.get_model(MODEL, pretrained=False), MODEL, "random weights"
 
 
-def median_time(fn, repeats, warmup=1, sync=None):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def each_run(stmt, repeats, **names):
+    """torch.utils.benchmark Measurement of `repeats` single runs of stmt (CUDA synchronised)."""
+    timer = Timer(stmt, globals=names)
+    return Measurement.merge([timer.timeit(1) for _ in range(repeats)])[0]
 
 
 def test_photo(folder):
     """A 1024x683 JPEG made from one of the bundled example photos."""
     path = Path(folder) / "photo.jpg"
-    Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize((1024, 683)).save(path, quality=90)
+    Image.open(ASSETS / "cat.jpg").convert("RGB").resize((1024, 683)).save(path, quality=90)
     return path
 
 
@@ -74,38 +63,31 @@ def main(argv=None):
     p.add_argument("--slider-repeats", type=int, default=50, help="timed lambda changes")
     args = p.parse_args(argv)
 
-    device = pick_device(args.device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    device = csra.pick_device(args.device)
     torch.manual_seed(0)
     model, name, weights = bench_model(args.model)
     model = csra.prepare_for_inference(model, device)
     with tempfile.TemporaryDirectory() as tmp:
         path = test_photo(tmp)
         x = model.preprocessing(csra.load_image(path))[None].to(device)
-
-        @torch.no_grad()
-        def backbone():
-            model.forward_features(x)
-
         threshold = 0.1 if args.model == "embedded" else 0.5   # the page's default per model
         controls = page.Controls(lam=0.1, threshold=threshold)
-        backbone()                                        # warm-up
-        page.upload(model, path, controls)
-        backbone_times, upload_times = [], []
+        names = dict(torch=torch, model=model, x=x, page=page, path=path, controls=controls)
+        backbone_stmt = "with torch.no_grad(): model.forward_features(x)"
+        upload_stmt = "page.upload(model, path, controls)"
+        each_run(backbone_stmt, 1, **names), each_run(upload_stmt, 1, **names)   # warm-up
+        backbone, upload = [], []
         for _ in range(args.repeats):   # interleaved, so a busy CPU slows both alike
-            backbone_times.append(median_time(backbone, 1, warmup=0, sync=sync))
-            upload_times.append(median_time(lambda: page.upload(model, path, controls), 1,
-                                            warmup=0, sync=sync))
-        backbone_s = statistics.median(backbone_times)
-        upload_s = statistics.median(upload_times)
+            backbone.append(each_run(backbone_stmt, 1, **names))
+            upload.append(each_run(upload_stmt, 1, **names))
+        backbone_s = Measurement.merge(backbone)[0].median
+        upload_s = Measurement.merge(upload)[0].median
         analysis, view = page.upload(model, path, controls)
-        lambdas = [i / args.slider_repeats for i in range(args.slider_repeats)]
-        slider_times = []
-        for lam in [0.5] + lambdas:                       # the first one warms up
-            start = time.perf_counter()
-            view = page.refresh(analysis, page.Controls(lam=lam, threshold=threshold))
-            slider_times.append(time.perf_counter() - start)
-        slider_ms = statistics.median(slider_times[1:]) * 1000
+        lambdas = [0.5] + [i / args.slider_repeats for i in range(args.slider_repeats)]   # 0.5 warms up
+        slider = [each_run("page.refresh(analysis, page.Controls(lam=lam, threshold=threshold))", 1,
+                           page=page, analysis=analysis, lam=lam, threshold=threshold) for lam in lambdas]
+        slider_ms = Measurement.merge(slider[1:])[0].median * 1000
+        view = page.refresh(analysis, page.Controls(lam=0.1, threshold=threshold))
 
     heatmaps = len(view.shown)
     where = device_text(device)
