@@ -28,6 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from . import arguments
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
@@ -198,23 +199,28 @@ def save_heatmaps(path, maps, classes, names, out_dir, stem):
 
 # ---------------------------------------------------------------- outputs
 
+def shown(path):
+    """A path as valid text: file names that are not valid UTF-8 get U+FFFD for their odd bytes."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
 def write_csv(path, predictions, class_names):
     """One row per image: image, labels (';'-separated, best first), one score column per class."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "labels", *class_names])
         for p in predictions:
-            writer.writerow([str(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
+            writer.writerow([shown(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
 
 
 def write_json(path, predictions, failures, class_names, about):
     data = {
         **about,
         "classes": list(class_names),
-        "predictions": [{"image": str(p.path), "labels": p.labels,
+        "predictions": [{"image": shown(p.path), "labels": p.labels,
                          "scores": {n: float(s) for n, s in zip(class_names, p.scores)}}
                         for p in predictions],
-        "failed": [{"image": str(f.path), "error": f.message} for f in failures],
+        "failed": [{"image": shown(f.path), "error": shown(f.message)} for f in failures],
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
@@ -223,7 +229,7 @@ def write_json(path, predictions, failures, class_names, about):
 def print_table(predictions, class_names, file=None):
     """image | labels with scores (or the best class when none reaches the threshold)."""
     file = file or sys.stdout
-    width = max([len("image")] + [len(str(p.path)) for p in predictions])
+    width = max([len("image")] + [len(shown(p.path)) for p in predictions])
     index = {n: i for i, n in enumerate(class_names)}
     print(f"{'image':<{width}}  labels", file=file)
     for p in predictions:
@@ -232,7 +238,7 @@ def print_table(predictions, class_names, file=None):
         else:
             best = int(np.argmax(p.scores))
             text = f"(none; best {class_names[best]} {p.scores[best]:.3f})"
-        print(f"{str(p.path):<{width}}  {text}", file=file)
+        print(f"{shown(p.path):<{width}}  {text}", file=file)
 
 
 def write_outputs(out, predictions, failures, model, args):
@@ -268,12 +274,13 @@ def parse_args(argv=None):
                         help="wrap a torchvision ImageNet classifier (e.g. resnet50) with CSRA, no training; "
                              "its ImageNet weights are downloaded once unless --weights is given")
     parser.add_argument("--out", metavar="FILE", help="write a .csv or .json file (default: a table on stdout)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    parser.add_argument("--threshold", type=arguments.fraction, default=0.5,
                         help="a label is predicted when its score reaches this (default 0.5)")
-    parser.add_argument("--lam", type=float, help="CSRA lambda (default: the one stored with the model)")
+    parser.add_argument("--lam", type=arguments.lam,
+                        help="CSRA lambda, 0 to 10 (default: the one stored with the model)")
     parser.add_argument("--heatmaps", metavar="DIR", help="save a heatmap overlay PNG per predicted label here")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=arguments.nonnegative_int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
                         help="image decoding processes (default: CPU cores - 1, at most 4; 0 = none)")
     parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -282,9 +289,30 @@ def parse_args(argv=None):
         parser.error("give --weights W (a CSRA checkpoint) or --classifier NAME")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out!r}")
-    if args.batch_size < 1 or args.workers < 0:
-        parser.error("--batch-size must be >= 1 and --workers >= 0")
+    problem = output_problem(args.out, "--out", want_dir=False) or output_problem(args.heatmaps, "--heatmaps",
+                                                                                  want_dir=True)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def output_problem(target, option, want_dir):
+    """Why `target` cannot be written (checked before any work), or None."""
+    if not target:
+        return None
+    target = Path(target)
+    if target.is_dir() and not want_dir:
+        return f"{option} {target}: is a folder, give a file name"
+    if target.exists() and not target.is_dir() and want_dir:
+        return f"{option} {target}: is a file, not a folder"
+    for parent in [target.parent, *target.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {target}: {parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{option} {target}: cannot write into {parent} (no permission)"
+            return None
+    return None
 
 
 def main(argv=None):
@@ -318,8 +346,9 @@ def main(argv=None):
         interrupted = True  # keep what was predicted so far
     try:
         write_outputs(args.out, predictions, failures, model, args)
-    except OSError as err:
-        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+    except OSError as err:  # never lose finished work: the results go to stdout instead
+        print(f"error: cannot write {args.out}: {one_line(err)}; the results follow on stdout", file=sys.stderr)
+        print_table(predictions, model.class_names)
         return 2
     unreadable = len({str(f.path) for f in failures})
     summary = f"{len(predictions)} images predicted"

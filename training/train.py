@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import csra
 from csra import CheckpointError, DownloadError, ImageError
+from csra import arguments
 from csra.atomic import atomic_path
 from csra.weights import safe_load
 
@@ -61,30 +62,30 @@ def build_parser(suppress=False):
                         "(a synthetic set from training.make_synthetic works too)")
     g.add_argument("--train-split", default=d("trainval"))
     g.add_argument("--test-split", default=d("test"))
-    g.add_argument("--limit", type=int, default=d(None), metavar="N",
+    g.add_argument("--limit", type=arguments.positive_int, default=d(None), metavar="N",
                    help="use only the first N images of each split (quick runs)")
-    g.add_argument("--workers", type=int, default=d(min(8, os.cpu_count() or 1)),
+    g.add_argument("--workers", type=arguments.nonnegative_int, default=d(min(8, os.cpu_count() or 1)),
                    help="data loading processes per training process (0: load in the main process)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=d("resnet101"), choices=csra.RESNETS)
     g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES))
-    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda")
-    g.add_argument("--img-size", type=int, default=d(448))
+    g.add_argument("--lam", type=arguments.lam, default=d(0.1), help="CSRA lambda")
+    g.add_argument("--img-size", type=arguments.image_size, default=d(448))
     g.add_argument("--pretrained", default=d("imagenet"),
                    help="imagenet (torchvision weights, downloaded once), none, or a torchvision ResNet .pth")
     g.add_argument("--offline", action="store_true", default=d(False),
                    help="never download (also: CSRA_OFFLINE=1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d(30))
-    g.add_argument("--batch-size", type=int, default=d(16), help="images per step, over all processes")
-    g.add_argument("--lr", type=float, default=d(0.01), help="backbone learning rate")
-    g.add_argument("--head-lr-mult", type=float, default=d(10.0), help="head lr = lr x this")
-    g.add_argument("--momentum", type=float, default=d(0.9))
-    g.add_argument("--weight-decay", type=float, default=d(1e-4))
-    g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
-    g.add_argument("--lr-gamma", type=float, default=d(0.1))
-    g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
+    g.add_argument("--epochs", type=arguments.positive_int, default=d(30))
+    g.add_argument("--batch-size", type=arguments.positive_int, default=d(16), help="images per step, over all processes")
+    g.add_argument("--lr", type=arguments.positive_float, default=d(0.01), help="backbone learning rate")
+    g.add_argument("--head-lr-mult", type=arguments.positive_float, default=d(10.0), help="head lr = lr x this")
+    g.add_argument("--momentum", type=arguments.nonnegative_float, default=d(0.9))
+    g.add_argument("--weight-decay", type=arguments.nonnegative_float, default=d(1e-4))
+    g.add_argument("--warmup-epochs", type=arguments.nonnegative_int, default=d(2), help="linear warm-up, per iteration")
+    g.add_argument("--lr-step", type=arguments.nonnegative_int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
+    g.add_argument("--lr-gamma", type=arguments.positive_float, default=d(0.1))
+    g.add_argument("--crop-scale", type=arguments.area_fraction, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d(True),
                    help="random horizontal flip")
@@ -93,7 +94,7 @@ def build_parser(suppress=False):
     g.add_argument("--out", default=d(None), help="run folder (default runs/<date-time>)")
     g.add_argument("--resume", default=d(None), metavar="PATH|auto",
                    help="continue from a last.pth (or a run folder); 'auto': from --out's last.pth if any")
-    g.add_argument("--val-every", type=int, default=d(1), help="evaluate every N epochs (and the last)")
+    g.add_argument("--val-every", type=arguments.positive_int, default=d(1), help="evaluate every N epochs (and the last)")
     g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:N (default: cuda if available)")
     g.add_argument("--amp", action="store_true", default=d(False),
                    help="mixed precision (bf16 autocast; fp16 + GradScaler with --amp-dtype fp16, CUDA only)")
@@ -107,7 +108,10 @@ def build_parser(suppress=False):
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.crop_scale[0] > args.crop_scale[1]:
+        parser.error(f"argument --crop-scale: MIN {args.crop_scale[0]:g} is larger than MAX {args.crop_scale[1]:g}")
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     return args, given
 
