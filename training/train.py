@@ -14,6 +14,7 @@ nodes: torchrun --nproc_per_node N -m training.train ... (--batch-size is the
 total over all processes).
 """
 import argparse
+import contextlib
 import csv
 import os
 import random
@@ -38,6 +39,7 @@ from . import distributed as dist_utils
 from .augment import EvalTransform, TrainTransform
 from .engine import Precision, predict, train_epoch
 from .errors import ConfigError, TrainingDiverged, one_line
+from .interrupt import EXIT_CODE, PromptInterrupt
 from .metrics import multilabel_metrics
 from .plots import plot_loss, plot_map
 from .schedule import WarmupStepSchedule
@@ -242,7 +244,7 @@ def dataset_name(split):
         else "VOC2007"
 
 
-def run(ctx, args, given):
+def run(ctx, args, given, interrupt=None):
     resume_path = find_resume(args)
     state = load_resume_state(resume_path)
     if state is not None:
@@ -327,26 +329,28 @@ def run(ctx, args, given):
             row.update({k: metrics[k] for k in METRIC_KEYS})
         row["epoch_s"] = time.perf_counter() - epoch_start
         history.append(row)
-        if ctx.is_main:
-            figures = {"epoch": epoch, **{k: row.get(k) for k in METRIC_KEYS}, "train_loss": mean_loss,
-                       "dataset": dataset_name(train_split), "data_root": str(args.data_root),
-                       "train_split": args.train_split, "test_split": args.test_split,
-                       "args": {k: plain(v) for k, v in vars(args).items()}}
-            improved = row.get("mAP") is not None and row["mAP"] > best.get("mAP", -1.0)
-            if improved:
-                best = {"epoch": epoch, "mAP": row["mAP"]}
-                csra.save_checkpoint(out / "best.pth", raw_model, training=figures)
-            csra.save_checkpoint(out / "last.pth", raw_model, training=figures, epoch=epoch,
-                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                 scaler=precision.scaler.state_dict() if precision.scaler else None,
-                                 history=history, best=best)
-            write_csv(history, out / "metrics.csv")
-            plot_loss(history, out / "loss.png")
-            plot_map(history, out / "map.png")
-            shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
-                     if row.get("mAP") is not None else "")
-            tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
-                       f"{row['epoch_s']:.0f} s" + ("  (best)" if improved else ""))
+        # a Ctrl-C (training/interrupt.py) waits for these writes to finish
+        with interrupt.saving if interrupt else contextlib.nullcontext():
+            if ctx.is_main:
+                figures = {"epoch": epoch, **{k: row.get(k) for k in METRIC_KEYS}, "train_loss": mean_loss,
+                           "dataset": dataset_name(train_split), "data_root": str(args.data_root),
+                           "train_split": args.train_split, "test_split": args.test_split,
+                           "args": {k: plain(v) for k, v in vars(args).items()}}
+                improved = row.get("mAP") is not None and row["mAP"] > best.get("mAP", -1.0)
+                if improved:
+                    best = {"epoch": epoch, "mAP": row["mAP"]}
+                    csra.save_checkpoint(out / "best.pth", raw_model, training=figures)
+                csra.save_checkpoint(out / "last.pth", raw_model, training=figures, epoch=epoch,
+                                     optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                                     scaler=precision.scaler.state_dict() if precision.scaler else None,
+                                     history=history, best=best)
+                write_csv(history, out / "metrics.csv")
+                plot_loss(history, out / "loss.png")
+                plot_map(history, out / "map.png")
+                shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
+                         if row.get("mAP") is not None else "")
+                tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
+                           f"{row['epoch_s']:.0f} s" + ("  (best)" if improved else ""))
         dist_utils.barrier(ctx)
     if ctx.is_main:
         print(f"done: best mAP {best.get('mAP', float('nan')):.2f} at epoch {best.get('epoch')}; "
@@ -354,20 +358,26 @@ def run(ctx, args, given):
     return 0
 
 
+def interrupted_message(args):
+    if args.out and (Path(args.out) / "last.pth").is_file():
+        return (f"interrupted: the last finished epoch is saved in {args.out} (last.pth); continue with "
+                f"--resume {args.out}")
+    return "interrupted before the first epoch finished: nothing was saved"
+
+
 def main(argv=None):
     args, given = parse_args(argv)
     ctx = None
     try:
         ctx = dist_utils.setup(args.device)
-        return run(ctx, args, given)
+        with PromptInterrupt(lambda: interrupted_message(args)) as interrupt:
+            return run(ctx, args, given, interrupt)
     except (DataError, ConfigError, DownloadError, CheckpointError, ImageError, TrainingDiverged) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = f" in {args.out}" if args.out else ""
-        print(f"\ninterrupted: the last finished epoch is saved{where} (last.pth); continue with "
-              f"--resume {args.out or 'RUN_DIR'}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # before the loop (or outside the main thread)
+        print("\n" + interrupted_message(args), file=sys.stderr)
+        return EXIT_CODE
     finally:
         if ctx is not None:
             dist_utils.cleanup(ctx)
