@@ -14,7 +14,6 @@ import torch
 import csra
 from csra import predict
 from training import evaluate, train
-from training.make_synthetic import make_synthetic
 
 from .images import blob_image
 

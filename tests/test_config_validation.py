@@ -2,12 +2,14 @@
 the field, by the library, so app.py, training.evaluate and csra.predict all say so without a
 traceback (before: resnet9999 gave a 25-line traceback; std=0, lam=NaN, image_size=-5 loaded and
 scored NaN with exit code 0)."""
+import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-import app as app_package  # noqa: F401  (app.py below is the script next to the package)
 import csra
 from csra import CheckpointError, ModelConfig, load_checkpoint
 from csra import predict
@@ -77,11 +79,9 @@ def test_overrides_at_load_time_are_checked_too(good_checkpoint):
 def test_every_entry_point_gives_one_line(good_checkpoint, tmp_path, capsys, field, value):
     path = with_config(good_checkpoint, tmp_path, field, value)
     image = tmp_path / "x.png"
-    from PIL import Image
     Image.new("RGB", (32, 32), "red").save(image)
     data = make_synthetic(tmp_path / "data", seed=1, num_train=2, num_test=4, size=48, progress=False)
-    import importlib.util
-    from pathlib import Path
+    # app.py is a script beside the app/ package, loaded here by its path
     spec = importlib.util.spec_from_file_location("app_script", Path(__file__).parents[1] / "app.py")
     app_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(app_script)

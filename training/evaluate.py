@@ -46,7 +46,8 @@ def build_parser():
     p.add_argument("--threshold", type=arguments.fraction, default=0.5, help="score threshold for CP/CR/OP/OR")
     p.add_argument("--batch-size", type=arguments.positive_int, default=16)
     p.add_argument("--workers", type=arguments.nonnegative_int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--device", default=None,
+                   help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N", help="only the first N images")
     p.add_argument("--examples", type=arguments.nonnegative_int, default=6, help="example images in the pointing-game figure")
@@ -132,11 +133,11 @@ def format_table(metrics, classes):
 
 
 def evaluate(args):
+    device = pick_device(args.device)
     model = csra.load_checkpoint(args.weights, lam=args.lam, image_size=args.img_size,
                                  offline=args.offline or None)
     split = load_split(args.data_root, args.split, args.limit)
     order = class_order(model.class_names, split.classes, args.weights)
-    device = pick_device(args.device)
     model.to(device)
     precision = Precision(device, args.amp, "bf16")
     ctx = Context(device=device)

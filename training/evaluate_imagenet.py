@@ -234,7 +234,8 @@ def parse_args(argv=None):
                                           "weights, downloaded once into torch.hub's cache)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--out", help="output folder (default runs/imagenet-eval-<model>-<time>)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

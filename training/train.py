@@ -97,7 +97,8 @@ def build_parser(suppress=False):
     g.add_argument("--resume", default=d(None), metavar="PATH|auto",
                    help="continue from a last.pth (or a run folder); 'auto': from --out's last.pth if any")
     g.add_argument("--val-every", type=arguments.positive_int, default=d(1), help="evaluate every N epochs (and the last)")
-    g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:N (default: cuda if available)")
+    g.add_argument("--device", default=d(None),
+                   help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     g.add_argument("--amp", action="store_true", default=d(False),
                    help="mixed precision (bf16 autocast; fp16 + GradScaler with --amp-dtype fp16, CUDA only)")
     g.add_argument("--amp-dtype", default=d("bf16"), choices=("bf16", "fp16"))
