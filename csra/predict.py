@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import arguments
@@ -35,12 +35,12 @@ from .classifier import from_classifier
 from .device import pick_device, prepare_for_inference
 from .download import DownloadError
 from .errors import one_line
+from .inference import IMAGE_EXTENSIONS, ImageFiles, collate, find_images, score_map_batches
 from .preprocess import load_image
 from .registry import MODEL_CONFIGS, get_model
 from .visualize import overlay, value_range
 from .weights import CheckpointError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 HEATMAP_MAX_SIDE = 768  # heatmap overlays are drawn on the image shrunk to fit this many pixels
 
 
@@ -55,58 +55,6 @@ class Prediction:
 class Failure:
     path: Path
     message: str
-
-
-# ---------------------------------------------------------------- inputs
-
-def find_images(paths):
-    """(image files, paths that do not exist). Folders are searched recursively by extension,
-    skipping hidden files and folders; a file named on the command line is always tried."""
-    files, missing, seen = [], [], set()
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*")
-                           if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
-        elif path.exists():
-            found = [path]
-        else:
-            missing.append(path)
-            continue
-        for f in found:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                files.append(f)
-    return files, missing
-
-
-class ImageFiles(Dataset):
-    """Item i: (i, preprocessed image tensor, None), or (i, None, error message) if unreadable."""
-
-    def __init__(self, files, preprocessing):
-        self.files = list(files)
-        self.preprocessing = preprocessing
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        try:
-            return i, self.preprocessing(load_image(str(self.files[i]))), None
-        except Exception as err:  # a bad file must never stop the run; ImageError names the file
-            message = one_line(err)
-            if str(self.files[i]) not in message:
-                message = f"{self.files[i]}: {message}"
-            return i, None, message
-
-
-def collate(items):
-    """-> (indices of readable images, their stacked tensors or None, [(index, message)])."""
-    good = [(i, x) for i, x, err in items if err is None]
-    failed = [(i, err) for i, _, err in items if err is not None]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, failed
 
 
 # ---------------------------------------------------------------- model
@@ -146,17 +94,14 @@ def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshol
                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     names = model.class_names
     stems = heatmap_stems(files) if heatmap_dir else None
-    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress,
-                                      desc="predicting") as bar:
-        for indices, batch, failed in loader:
+    with tqdm(total=len(files), unit="img", disable=not progress, desc="predicting") as bar:
+        for batch in score_map_batches(model, loader, device):
+            indices, failed = batch.extra[0]
             for i, message in failed:
                 yield Failure(files[i], message)
-            if batch is not None:
-                maps = model.head.score_maps(model.forward_features(batch.to(device)))
-                scores = scores_from_logits(model, model.head.logits_from_maps(maps))
-                scores = scores.float().cpu().numpy()
-                if heatmap_dir is not None:
-                    maps = maps.sum(dim=1).float().cpu().numpy()  # heads summed: (B, C, h, w)
+            if batch.maps is not None:
+                scores = scores_from_logits(model, batch.logits()).cpu().numpy()
+                maps = batch.class_maps().cpu().numpy() if heatmap_dir is not None else None
                 for row, i in enumerate(indices):
                     order = [c for c in np.argsort(-scores[row], kind="stable") if scores[row, c] >= threshold]
                     prediction = Prediction(files[i], scores[row], [names[c] for c in order])
