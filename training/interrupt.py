@@ -27,8 +27,9 @@ class PromptInterrupt:
         self.active = False
 
     def __enter__(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self  # signals reach the main thread only: leave them to it
+        if threading.current_thread() is not threading.main_thread() or os.name == "nt":
+            return self  # signals reach the main thread only (Windows: a wakeup fd must be a socket);
+            # there KeyboardInterrupt does the job, later
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)
         self.old_wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
