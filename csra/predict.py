@@ -224,8 +224,10 @@ def parse_args(argv=None):
     parser.add_argument("--lam", type=arguments.lam,
                         help="CSRA lambda, 0 to 10 (default: the one stored with the model)")
     parser.add_argument("--heatmaps", metavar="DIR", help="save a heatmap overlay PNG per predicted label here")
-    parser.add_argument("--batch-size", type=arguments.positive_int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--workers", type=arguments.nonnegative_int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=8,
+                        help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=arguments.nonnegative_int,
+                        default=min(4, max(0, (os.cpu_count() or 1) - 1)),
                         help="image decoding processes (default: CPU cores - 1, at most 4; 0 = none)")
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")

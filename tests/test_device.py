@@ -57,7 +57,8 @@ def test_every_cli_takes_mps_and_reports_its_absence_in_one_line(machine, capsys
     weights = csra.save_checkpoint(tmp_path / "w.pth", csra.build_model("resnet18", num_classes=2, image_size=32))
     for run in (lambda: predict.main([str(tmp_path), "--weights", str(weights), "--device", "mps"]),
                 lambda: train.main(["--data-root", str(tmp_path), "--device", "mps"]),
-                lambda: evaluate.main(["--weights", str(weights), "--data-root", str(tmp_path), "--device", "mps"])):
+                lambda: evaluate.main(["--weights", str(weights), "--data-root", str(tmp_path),
+                                       "--device", "mps"])):
         assert run() == 2
         err = capsys.readouterr().err.strip()
         assert err == "error: --device mps: no Apple MPS GPU is available here (use --device cpu or auto)"
@@ -79,6 +80,6 @@ def test_mps_fallback_is_switched_on_before_torch_is_imported():
                              capture_output=True, text=True, timeout=300)
         assert out.stdout.strip() == "1", out.stderr
     # a user's own choice wins
-    out = subprocess.run([sys.executable, "-c", code.format(mod="csra")], cwd=ROOT,
-                         env={**env, "PYTORCH_ENABLE_MPS_FALLBACK": "0"}, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code.format(mod="csra")], cwd=ROOT, capture_output=True,
+                         env={**env, "PYTORCH_ENABLE_MPS_FALLBACK": "0"}, text=True, timeout=300)
     assert out.stdout.strip() == "0"

@@ -42,15 +42,18 @@ def build_parser():
                    help="output folder (default: eval-<split> beside the weights, or runs/eval-<name>-<split>)")
     p.add_argument("--pointing-game", action="store_true", help="also score where the score maps peak")
     p.add_argument("--lam", type=arguments.lam, default=None, help="CSRA lambda (default: the checkpoint's)")
-    p.add_argument("--img-size", type=arguments.image_size, default=None, help="input size (default: the checkpoint's)")
+    p.add_argument("--img-size", type=arguments.image_size, default=None,
+                   help="input size (default: the checkpoint's)")
     p.add_argument("--threshold", type=arguments.fraction, default=0.5, help="score threshold for CP/CR/OP/OR")
     p.add_argument("--batch-size", type=arguments.positive_int, default=16)
     p.add_argument("--workers", type=arguments.nonnegative_int, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default=None,
                    help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--examples", type=arguments.nonnegative_int, default=6, help="example images in the pointing-game figure")
+    p.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N",
+                   help="only the first N images")
+    p.add_argument("--examples", type=arguments.nonnegative_int, default=6,
+                   help="example images in the pointing-game figure")
     p.add_argument("--offline", action="store_true", help="never download (also: CSRA_OFFLINE=1)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p

@@ -79,15 +79,19 @@ def build_parser(suppress=False):
                    help="never download (also: CSRA_OFFLINE=1)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=arguments.positive_int, default=d(30))
-    g.add_argument("--batch-size", type=arguments.positive_int, default=d(16), help="images per step, over all processes")
+    g.add_argument("--batch-size", type=arguments.positive_int, default=d(16),
+                   help="images per step, over all processes")
     g.add_argument("--lr", type=arguments.positive_float, default=d(0.01), help="backbone learning rate")
     g.add_argument("--head-lr-mult", type=arguments.positive_float, default=d(10.0), help="head lr = lr x this")
     g.add_argument("--momentum", type=arguments.nonnegative_float, default=d(0.9))
     g.add_argument("--weight-decay", type=arguments.nonnegative_float, default=d(1e-4))
-    g.add_argument("--warmup-epochs", type=arguments.nonnegative_int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=arguments.nonnegative_int, default=d(4), help="multiply lr by --lr-gamma every N epochs (0: never)")
+    g.add_argument("--warmup-epochs", type=arguments.nonnegative_int, default=d(2),
+                   help="linear warm-up, per iteration")
+    g.add_argument("--lr-step", type=arguments.nonnegative_int, default=d(4),
+                   help="multiply lr by --lr-gamma every N epochs (0: never)")
     g.add_argument("--lr-gamma", type=arguments.positive_float, default=d(0.1))
-    g.add_argument("--crop-scale", type=arguments.area_fraction, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
+    g.add_argument("--crop-scale", type=arguments.area_fraction, nargs=2, default=d([0.7, 1.0]),
+                   metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d(True),
                    help="random horizontal flip")
@@ -96,7 +100,8 @@ def build_parser(suppress=False):
     g.add_argument("--out", default=d(None), help="run folder (default runs/<date-time>)")
     g.add_argument("--resume", default=d(None), metavar="PATH|auto",
                    help="continue from a last.pth (or a run folder); 'auto': from --out's last.pth if any")
-    g.add_argument("--val-every", type=arguments.positive_int, default=d(1), help="evaluate every N epochs (and the last)")
+    g.add_argument("--val-every", type=arguments.positive_int, default=d(1),
+                   help="evaluate every N epochs (and the last)")
     g.add_argument("--device", default=d(None),
                    help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     g.add_argument("--amp", action="store_true", default=d(False),
@@ -114,7 +119,8 @@ def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.crop_scale[0] > args.crop_scale[1]:
-        parser.error(f"argument --crop-scale: MIN {args.crop_scale[0]:g} is larger than MAX {args.crop_scale[1]:g}")
+        low, high = args.crop_scale
+        parser.error(f"argument --crop-scale: MIN {low:g} is larger than MAX {high:g}")
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     return args, given
 
