@@ -25,8 +25,8 @@ def parse_args(argv=None):
                    help="address to listen on (default 127.0.0.1; 0.0.0.0: all interfaces)")
     p.add_argument("--port", type=int, default=7860, help="default 7860")
     p.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
-                   help="auto (default): CUDA when present, else CPU")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+                   help="auto (default): CUDA when present, else Apple MPS, else CPU")
     p.add_argument("--classifier", default="auto", metavar="NAME",
                    help="ImageNet classifier for the 'no training' option, loaded when first picked "
                         "(default auto: resnet50 when torchvision's weights for it are cached, else "

@@ -27,6 +27,8 @@ class ModelUnavailable(RuntimeError):
 def device_text(device):
     if device.type == "cuda":
         return f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "Apple MPS"
     threads = torch.get_num_threads()
     return f"CPU ({threads} thread{'s' if threads != 1 else ''})"
 

@@ -1,4 +1,9 @@
 """CSRA: class-specific residual attention for multi-label image recognition."""
+import os
+
+# Apple MPS: run the few operations MPS lacks on the CPU; torch reads this when first imported.
+os.environ.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
+
 from .backbone import RESNETS, ResNetBackbone, build_backbone
 from .backbone import FAMILIES, Backbone, list_backbones
 from .checkpoint import load_checkpoint, save_checkpoint

@@ -128,14 +128,21 @@ def load_checkpoint(source, lam=None, image_size=None, class_names=None, offline
         if len(names) != kwargs["num_classes"]:
             names = default_class_names(kwargs["num_classes"])
         config = ModelConfig(**{"lam": 0.1, "image_size": 448, **kwargs, "class_names": tuple(names)})
-    if lam is not None:
-        config.lam = float(lam)
-    if image_size is not None:
-        config.image_size = int(image_size)
-    if class_names is not None:
-        config.class_names = tuple(class_names)
+    try:
+        if lam is not None:
+            config.lam = float(lam)
+        if image_size is not None:
+            config.image_size = int(image_size)
+        if class_names is not None:
+            config.class_names = tuple(class_names)
         config.__post_init__()
-    model = model_from_config(config)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: bad config ({err})") from None
+    try:
+        model = model_from_config(config)
+    except ValueError as err:  # e.g. a backbone this version does not know
+        raise CheckpointError(f"{path}: bad config in checkpoint (config.backbone = {config.backbone!r}: "
+                              f"{err})") from None
     place_weights(model, state_dict, path)
     model.info = {"source": str(source), "format": kind, "training": training}
     return model.eval()

@@ -1,21 +1,42 @@
-"""Which device to run on: CUDA when present, else the CPU, unless one is named."""
+"""Which device to run on: CUDA when present, else Apple's MPS, else the CPU, unless one is named.
+
+Operations MPS lacks fall back to the CPU: csra/__init__.py sets PYTORCH_ENABLE_MPS_FALLBACK=1
+(unless the user set it) before torch is imported, which is when torch reads it.
+"""
 import torch
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # cuda:N picks one of several GPUs
+
+
+def mps_available():
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
 
 
 def pick_device(name="auto"):
-    """'auto' (or None) -> cuda if available else cpu; 'cpu', 'cuda', 'cuda:N' as named.
+    """'auto' (or None) -> cuda if available, else mps if available, else cpu; 'cpu', 'cuda',
+    'cuda:N', 'mps' as named.
 
-    A malformed name, or CUDA on a machine without it, raises ValueError with a
+    A malformed name, or a GPU the machine does not have, raises ValueError with a
     message fit for the command line.
     """
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda or cuda:N)") from None
+        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"--device {name}: not supported here (use auto, cpu, cuda, cuda:N or mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is available here (use --device cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0")
+    if device.type == "mps" and not mps_available():
+        raise ValueError(f"--device {name}: no Apple MPS GPU is available here (use --device cpu or auto)")
     return device
 
 

@@ -1,11 +1,13 @@
 """A CSRA model: a torchvision backbone (csra.backbone) plus a CSRA head, with its configuration."""
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 from torch import nn
 
 from .backbone import build_backbone, family_of
 from .classes import default_class_names
-from .head import CSRAHead, temperatures_for
+from .head import TEMPERATURES, CSRAHead, temperatures_for
 from .preprocess import Preprocessing
 
 
@@ -25,7 +27,11 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.variant not in ("csra", "classifier"):
-            raise ValueError(f"variant must be 'csra' or 'classifier', got {self.variant!r}")
+            raise ValueError(f"config.variant must be 'csra' or 'classifier', got {self.variant!r}")
+        self.check()
+        if (self.variant == "csra" or not self.temperatures) and self.num_heads not in TEMPERATURES:
+            raise ValueError(f"config.num_heads = {self.num_heads!r} "
+                             f"(num_heads must be one of {sorted(TEMPERATURES)})")
         self.temperatures = tuple(self.temperatures) or temperatures_for(self.num_heads)
         if self.variant == "csra" and self.temperatures != temperatures_for(self.num_heads):
             raise ValueError(f"a trained CSRA head with {self.num_heads} heads uses temperatures "
@@ -33,8 +39,31 @@ class ModelConfig:
         self.num_heads = len(self.temperatures)
         self.mean, self.std = tuple(map(float, self.mean)), tuple(map(float, self.std))
         self.class_names = tuple(self.class_names) or default_class_names(self.num_classes)
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+        if len(self.class_names) != self.num_classes or not all(isinstance(n, str) for n in self.class_names):
+            raise ValueError(f"config.class_names: {len(self.class_names)} names for {self.num_classes} classes "
+                             "(one string per class needed)")
+
+    def check(self):
+        """ValueError naming the first field that no model can work with (config.FIELD: why)."""
+        def whole(value):
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def real(value):
+            return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+        problems = [
+            ("backbone", isinstance(self.backbone, str) and self.backbone, "a backbone name"),
+            ("num_classes", whole(self.num_classes) and self.num_classes >= 1, "a whole number >= 1"),
+            ("num_heads", whole(self.num_heads) and self.num_heads >= 1, "a whole number >= 1"),
+            ("lam", real(self.lam), "a finite number"),
+            ("image_size", whole(self.image_size) and self.image_size >= 1, "a whole number of pixels >= 1"),
+            ("mean", _triple(self.mean) and all(real(v) for v in self.mean), "three finite numbers"),
+            ("std", _triple(self.std) and all(real(v) and v > 0 for v in self.std),
+             "three finite numbers > 0"),
+        ]
+        for name, ok, wanted in problems:
+            if not ok:
+                raise ValueError(f"config.{name} = {getattr(self, name)!r}: must be {wanted}")
 
     def to_dict(self):
         d = asdict(self)
@@ -44,6 +73,10 @@ class ModelConfig:
     def from_dict(cls, d):
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _triple(value):
+    return isinstance(value, (tuple, list)) and len(value) == 3
 
 
 class CSRAModel(nn.Module):

@@ -25,21 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from . import arguments
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
 from .device import pick_device, prepare_for_inference
 from .download import DownloadError
 from .errors import one_line
+from .inference import IMAGE_EXTENSIONS, ImageFiles, collate, find_images, score_map_batches
 from .preprocess import load_image
 from .registry import MODEL_CONFIGS, get_model
 from .visualize import overlay, value_range
 from .weights import CheckpointError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 HEATMAP_MAX_SIDE = 768  # heatmap overlays are drawn on the image shrunk to fit this many pixels
 
 
@@ -54,58 +55,6 @@ class Prediction:
 class Failure:
     path: Path
     message: str
-
-
-# ---------------------------------------------------------------- inputs
-
-def find_images(paths):
-    """(image files, paths that do not exist). Folders are searched recursively by extension,
-    skipping hidden files and folders; a file named on the command line is always tried."""
-    files, missing, seen = [], [], set()
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(f for f in path.rglob("*")
-                           if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts))
-        elif path.exists():
-            found = [path]
-        else:
-            missing.append(path)
-            continue
-        for f in found:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                files.append(f)
-    return files, missing
-
-
-class ImageFiles(Dataset):
-    """Item i: (i, preprocessed image tensor, None), or (i, None, error message) if unreadable."""
-
-    def __init__(self, files, preprocessing):
-        self.files = list(files)
-        self.preprocessing = preprocessing
-
-    def __len__(self):
-        return len(self.files)
-
-    def __getitem__(self, i):
-        try:
-            return i, self.preprocessing(load_image(str(self.files[i]))), None
-        except Exception as err:  # a bad file must never stop the run; ImageError names the file
-            message = one_line(err)
-            if str(self.files[i]) not in message:
-                message = f"{self.files[i]}: {message}"
-            return i, None, message
-
-
-def collate(items):
-    """-> (indices of readable images, their stacked tensors or None, [(index, message)])."""
-    good = [(i, x) for i, x, err in items if err is None]
-    failed = [(i, err) for i, _, err in items if err is not None]
-    batch = torch.stack([x for _, x in good]) if good else None
-    return [i for i, _ in good], batch, failed
 
 
 # ---------------------------------------------------------------- model
@@ -145,17 +94,14 @@ def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshol
                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     names = model.class_names
     stems = heatmap_stems(files) if heatmap_dir else None
-    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress,
-                                      desc="predicting") as bar:
-        for indices, batch, failed in loader:
+    with tqdm(total=len(files), unit="img", disable=not progress, desc="predicting") as bar:
+        for batch in score_map_batches(model, loader, device):
+            indices, failed = batch.extra[0]
             for i, message in failed:
                 yield Failure(files[i], message)
-            if batch is not None:
-                maps = model.head.score_maps(model.forward_features(batch.to(device)))
-                scores = scores_from_logits(model, model.head.logits_from_maps(maps))
-                scores = scores.float().cpu().numpy()
-                if heatmap_dir is not None:
-                    maps = maps.sum(dim=1).float().cpu().numpy()  # heads summed: (B, C, h, w)
+            if batch.maps is not None:
+                scores = scores_from_logits(model, batch.logits()).cpu().numpy()
+                maps = batch.class_maps().cpu().numpy() if heatmap_dir is not None else None
                 for row, i in enumerate(indices):
                     order = [c for c in np.argsort(-scores[row], kind="stable") if scores[row, c] >= threshold]
                     prediction = Prediction(files[i], scores[row], [names[c] for c in order])
@@ -198,23 +144,28 @@ def save_heatmaps(path, maps, classes, names, out_dir, stem):
 
 # ---------------------------------------------------------------- outputs
 
+def shown(path):
+    """A path as valid text: file names that are not valid UTF-8 get U+FFFD for their odd bytes."""
+    return os.fsencode(path).decode("utf-8", errors="replace")
+
+
 def write_csv(path, predictions, class_names):
     """One row per image: image, labels (';'-separated, best first), one score column per class."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "labels", *class_names])
         for p in predictions:
-            writer.writerow([str(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
+            writer.writerow([shown(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
 
 
 def write_json(path, predictions, failures, class_names, about):
     data = {
         **about,
         "classes": list(class_names),
-        "predictions": [{"image": str(p.path), "labels": p.labels,
+        "predictions": [{"image": shown(p.path), "labels": p.labels,
                          "scores": {n: float(s) for n, s in zip(class_names, p.scores)}}
                         for p in predictions],
-        "failed": [{"image": str(f.path), "error": f.message} for f in failures],
+        "failed": [{"image": shown(f.path), "error": shown(f.message)} for f in failures],
     }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
@@ -223,7 +174,7 @@ def write_json(path, predictions, failures, class_names, about):
 def print_table(predictions, class_names, file=None):
     """image | labels with scores (or the best class when none reaches the threshold)."""
     file = file or sys.stdout
-    width = max([len("image")] + [len(str(p.path)) for p in predictions])
+    width = max([len("image")] + [len(shown(p.path)) for p in predictions])
     index = {n: i for i, n in enumerate(class_names)}
     print(f"{'image':<{width}}  labels", file=file)
     for p in predictions:
@@ -232,7 +183,7 @@ def print_table(predictions, class_names, file=None):
         else:
             best = int(np.argmax(p.scores))
             text = f"(none; best {class_names[best]} {p.scores[best]:.3f})"
-        print(f"{str(p.path):<{width}}  {text}", file=file)
+        print(f"{shown(p.path):<{width}}  {text}", file=file)
 
 
 def write_outputs(out, predictions, failures, model, args):
@@ -268,23 +219,48 @@ def parse_args(argv=None):
                         help="wrap a torchvision ImageNet classifier (e.g. resnet50) with CSRA, no training; "
                              "its ImageNet weights are downloaded once unless --weights is given")
     parser.add_argument("--out", metavar="FILE", help="write a .csv or .json file (default: a table on stdout)")
-    parser.add_argument("--threshold", type=float, default=0.5,
+    parser.add_argument("--threshold", type=arguments.fraction, default=0.5,
                         help="a label is predicted when its score reaches this (default 0.5)")
-    parser.add_argument("--lam", type=float, help="CSRA lambda (default: the one stored with the model)")
+    parser.add_argument("--lam", type=arguments.lam,
+                        help="CSRA lambda, 0 to 10 (default: the one stored with the model)")
     parser.add_argument("--heatmaps", metavar="DIR", help="save a heatmap overlay PNG per predicted label here")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--workers", type=int, default=min(4, max(0, (os.cpu_count() or 1) - 1)),
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=8,
+                        help="images per forward pass (default 8)")
+    parser.add_argument("--workers", type=arguments.nonnegative_int,
+                        default=min(4, max(0, (os.cpu_count() or 1) - 1)),
                         help="image decoding processes (default: CPU cores - 1, at most 4; 0 = none)")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     if not args.weights and not args.classifier:
         parser.error("give --weights W (a CSRA checkpoint) or --classifier NAME")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out!r}")
-    if args.batch_size < 1 or args.workers < 0:
-        parser.error("--batch-size must be >= 1 and --workers >= 0")
+    problem = output_problem(args.out, "--out", want_dir=False) or output_problem(args.heatmaps, "--heatmaps",
+                                                                                  want_dir=True)
+    if problem:
+        parser.error(problem)
     return args
+
+
+def output_problem(target, option, want_dir):
+    """Why `target` cannot be written (checked before any work), or None."""
+    if not target:
+        return None
+    target = Path(target)
+    if target.is_dir() and not want_dir:
+        return f"{option} {target}: is a folder, give a file name"
+    if target.exists() and not target.is_dir() and want_dir:
+        return f"{option} {target}: is a file, not a folder"
+    for parent in [target.parent, *target.parent.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{option} {target}: {parent} is a file, not a folder"
+            if not os.access(parent, os.W_OK | os.X_OK):
+                return f"{option} {target}: cannot write into {parent} (no permission)"
+            return None
+    return None
 
 
 def main(argv=None):
@@ -318,8 +294,9 @@ def main(argv=None):
         interrupted = True  # keep what was predicted so far
     try:
         write_outputs(args.out, predictions, failures, model, args)
-    except OSError as err:
-        print(f"error: cannot write {args.out}: {err}", file=sys.stderr)
+    except OSError as err:  # never lose finished work: the results go to stdout instead
+        print(f"error: cannot write {args.out}: {one_line(err)}; the results follow on stdout", file=sys.stderr)
+        print_table(predictions, model.class_names)
         return 2
     unreadable = len({str(f.path) for f in failures})
     summary = f"{len(predictions)} images predicted"

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from csra.inference import score_map_batches
+
 from . import distributed as dist_utils
 from .errors import ConfigError, TrainingDiverged
 
@@ -97,30 +99,24 @@ def train_epoch(ctx, model, loader, optimizer, schedule, precision, epoch, num_e
     return losses, mean_loss, seen / max(elapsed, 1e-9)
 
 
-@torch.no_grad()
 def predict(ctx, model, loader, precision, channels_last=False, keep_maps=False, progress=True,
             desc="evaluating"):
     """Sigmoid scores (N, C) for the loader's dataset (and its class score maps summed over heads).
 
-    Under torchrun every process runs its own shard (a loader over a subset
-    whose items carry dataset indices); the results are gathered so every
+    The batches go through csra.inference.score_map_batches, the loop csra.predict and
+    training.evaluate_imagenet use too. Under torchrun every process runs its own shard (a loader
+    over a subset whose items carry dataset indices); the results are gathered so every
     process returns the full, ordered arrays.
     """
-    model.eval()
     indices, scores, maps = [], [], []
     bar = tqdm(loader, desc=desc, unit="batch", leave=False,
                disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    for images, _, index in bar:
-        images = to_device(images, ctx.device, channels_last)
-        with precision.autocast():
-            features = model.forward_features(images)
-            score_maps = model.head.score_maps(features)
-        score_maps = score_maps.float()
-        logits = model.head.logits_from_maps(score_maps)
-        scores.append(torch.sigmoid(logits).cpu().numpy())
+    for batch in score_map_batches(model, bar, ctx.device, precision.autocast, channels_last):
+        _, index = batch.extra
+        scores.append(torch.sigmoid(batch.logits()).cpu().numpy())
         indices.append(index.numpy())
         if keep_maps:
-            maps.append(score_maps.sum(dim=1).cpu().numpy())
+            maps.append(batch.class_maps().cpu().numpy())
     bar.close()
     parts = dist_utils.gather_objects(ctx, (indices, scores, maps))
     indices = np.concatenate([i for p in parts for i in p[0]])

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import csra
-from csra import CheckpointError, DownloadError, ImageError
+from csra import CheckpointError, DownloadError, ImageError, arguments
 
 from .augment import EvalTransform
 from .distributed import Context, pick_device
@@ -45,15 +45,19 @@ def build_parser():
     p.add_argument("--out", default=None,
                    help="output folder (default: eval-<split> beside the weights, or runs/eval-<name>-<split>)")
     p.add_argument("--pointing-game", action="store_true", help="also score where the score maps peak")
-    p.add_argument("--lam", type=float, default=None, help="CSRA lambda (default: the checkpoint's)")
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the checkpoint's)")
-    p.add_argument("--threshold", type=float, default=0.5, help="score threshold for CP/CR/OP/OR")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
+    p.add_argument("--lam", type=arguments.lam, default=None, help="CSRA lambda (default: the checkpoint's)")
+    p.add_argument("--img-size", type=arguments.image_size, default=None,
+                   help="input size (default: the checkpoint's)")
+    p.add_argument("--threshold", type=arguments.fraction, default=0.5, help="score threshold for CP/CR/OP/OR")
+    p.add_argument("--batch-size", type=arguments.positive_int, default=16)
+    p.add_argument("--workers", type=arguments.nonnegative_int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--device", default=None,
+                   help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
-    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
-    p.add_argument("--examples", type=int, default=6, help="example images in the pointing-game figure")
+    p.add_argument("--limit", type=arguments.positive_int, default=None, metavar="N",
+                   help="only the first N images")
+    p.add_argument("--examples", type=arguments.nonnegative_int, default=6,
+                   help="example images in the pointing-game figure")
     p.add_argument("--offline", action="store_true", help="never download (also: CSRA_OFFLINE=1)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -136,13 +140,13 @@ def format_table(metrics, classes):
 
 
 def evaluate(args):
+    device = pick_device(args.device)
     model = csra.load_checkpoint(args.weights, lam=args.lam, image_size=args.img_size,
                                  offline=args.offline or None)
     split = open_dataset(args.data_root, args.split, args.dataset, args.limit)
     if args.pointing_game and split.annotations is None:
         raise ConfigError(f"--pointing-game needs boxes, which {split.format} data do not have (VOC and COCO do)")
     order = class_order(model.class_names, split.classes, args.weights)
-    device = pick_device(args.device)
     model.to(device)
     precision = Precision(device, args.amp, "bf16")
     ctx = Context(device=device)

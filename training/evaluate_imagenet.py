@@ -35,9 +35,10 @@ from torch.utils.data import DataLoader  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from csra import CheckpointError, DownloadError, from_classifier, pick_device, prepare_for_inference  # noqa: E402
+from csra import arguments  # noqa: E402
 from csra.errors import one_line  # noqa: E402
 from csra.head import MAX_POOL_T  # noqa: E402
-from csra.predict import ImageFiles, collate, find_images  # noqa: E402
+from csra.inference import ImageFiles, collate, find_images, score_map_batches  # noqa: E402
 
 WNIDS_FILE = Path(__file__).with_name("imagenet_wnids.txt")
 WNID = re.compile(r"^n\d{8}$")
@@ -144,18 +145,17 @@ def evaluate(model, files, labels, lams, batch_size=32, device="cpu", workers=0,
     k = min(5, model.config.num_classes)
     correct = {lam: [0, 0] for lam in lams}
     seen, failures = 0, []
-    with torch.inference_mode(), tqdm(total=len(files), unit="img", disable=not progress,
-                                      desc="evaluating") as bar:
-        for indices, batch, failed in loader:
+    with tqdm(total=len(files), unit="img", disable=not progress, desc="evaluating") as bar:
+        for batch in score_map_batches(model, loader, device):  # the backbone once per batch
+            indices, failed = batch.extra[0]
             for _, message in failed:
                 failures.append(message)
                 if on_failure:
                     on_failure(message)
-            if batch is not None:
+            if batch.maps is not None:
                 target = labels[indices].to(device)[:, None]
-                maps = model.head.score_maps(model.forward_features(batch.to(device)))  # once per batch
                 for lam in lams:
-                    topk = model.head.logits_from_maps(maps, lam=lam).topk(k, dim=1).indices
+                    topk = batch.logits(lam=lam).topk(k, dim=1).indices
                     correct[lam][0] += int((topk[:, :1] == target).sum())
                     correct[lam][1] += int((topk == target).any(dim=1).sum())
                 seen += len(indices)
@@ -220,11 +220,11 @@ def parse_args(argv=None):
                     "wnid (n01440764), index (0..999) or torchvision category name.")
     parser.add_argument("--data", required=True, help="folder with one sub-folder per class")
     parser.add_argument("--model", default="resnet50", help="torchvision classifier name (default resnet50)")
-    parser.add_argument("--lam", type=float, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
+    parser.add_argument("--lam", type=arguments.lam, nargs="+", default=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5],
                         help="lambdas to evaluate (default 0 0.1 0.2 0.3 0.4 0.5)")
     parser.add_argument("--temperature", type=float, default=MAX_POOL_T,
                         help=f"attention temperature; {MAX_POOL_T} means max pooling (default)")
-    parser.add_argument("--img-size", type=int, default=None,
+    parser.add_argument("--img-size", type=arguments.image_size, default=None,
                         help="input size in pixels (default: the size torchvision evaluates the weights at, 224 for ResNets)")
     parser.add_argument("--resize", choices=("square", "crop"), default="square",
                         help="square: the project's preprocessing (whole image squashed to a square, as "
@@ -232,14 +232,14 @@ def parse_args(argv=None):
                              "crop, the protocol torchvision's published accuracies use")
     parser.add_argument("--weights", help="state dict of the classifier (default: torchvision's ImageNet "
                                           "weights, downloaded once into torch.hub's cache)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default 2)")
-    parser.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, ...")
+    parser.add_argument("--batch-size", type=arguments.positive_int, default=32)
+    parser.add_argument("--workers", type=arguments.nonnegative_int, default=2,
+                        help="image decoding processes (default 2)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     parser.add_argument("--out", help="output folder (default runs/imagenet-eval-<model>-<time>)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.workers < 0 or (args.img_size is not None and args.img_size < 32):
-        parser.error("--batch-size must be >= 1, --workers >= 0 and --img-size >= 32")
     args.lam = list(dict.fromkeys(args.lam))  # drop repeats, keep order
     return args
 

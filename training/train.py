@@ -20,6 +20,7 @@ nodes: torchrun --nproc_per_node N -m training.train ... (--batch-size is the
 total over all processes).
 """
 import argparse
+import contextlib
 import csv
 import os
 import random
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 import csra
 from csra import CheckpointError, DownloadError, ImageError
+from csra import arguments
 from csra.atomic import atomic_path
 from csra.weights import safe_load
 
@@ -43,6 +45,7 @@ from . import distributed as dist_utils
 from .augment import EvalTransform, TrainTransform
 from .engine import Precision, predict, train_epoch
 from .errors import ConfigError, TrainingDiverged, one_line
+from .interrupt import EXIT_CODE, PromptInterrupt
 from .metrics import multilabel_metrics
 from .plots import plot_loss, plot_map
 from .datasets import FORMATS, ImageLabelDataset, classes_without_positives, open_dataset
@@ -76,9 +79,9 @@ def build_parser(suppress=False):
                    help="force the dataset format (default: detected from --data-root)")
     g.add_argument("--train-split", default=d("trainval"))
     g.add_argument("--test-split", default=d("test"))
-    g.add_argument("--limit", type=int, default=d(None), metavar="N",
+    g.add_argument("--limit", type=arguments.positive_int, default=d(None), metavar="N",
                    help="use only the first N images of each split (quick runs)")
-    g.add_argument("--workers", type=int, default=d(min(8, os.cpu_count() or 1)),
+    g.add_argument("--workers", type=arguments.nonnegative_int, default=d(min(8, os.cpu_count() or 1)),
                    help="data loading processes per training process (0: load in the main process)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=d("resnet101"), choices=csra.list_backbones(), metavar="NAME",
@@ -87,25 +90,28 @@ def build_parser(suppress=False):
                         "swin_t, vit_b_16, ...")
     g.add_argument("--num-heads", type=int, default=d(1), choices=sorted(csra.TEMPERATURES),
                    help="CSRA heads (default 1; 4 on COCO)")
-    g.add_argument("--lam", type=float, default=d(0.1), help="CSRA lambda (default 0.1; 0.5 on COCO)")
-    g.add_argument("--img-size", type=int, default=d(448))
+    g.add_argument("--lam", type=arguments.lam, default=d(0.1), help="CSRA lambda (default 0.1; 0.5 on COCO)")
+    g.add_argument("--img-size", type=arguments.image_size, default=d(448))
     g.add_argument("--pretrained", default=d("imagenet"),
                    help="imagenet (torchvision's IMAGENET1K_V1 weights, downloaded once), none, or the .pth of "
                         "a torchvision state dict of the backbone network")
     g.add_argument("--offline", action="store_true", default=d(False),
                    help="never download (also: CSRA_OFFLINE=1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d(30))
-    g.add_argument("--batch-size", type=int, default=d(16), help="images per step, over all processes")
-    g.add_argument("--lr", type=float, default=d(0.01), help="backbone learning rate")
-    g.add_argument("--head-lr-mult", type=float, default=d(10.0), help="head lr = lr x this")
-    g.add_argument("--momentum", type=float, default=d(0.9))
-    g.add_argument("--weight-decay", type=float, default=d(1e-4))
-    g.add_argument("--warmup-epochs", type=int, default=d(2), help="linear warm-up, per iteration")
-    g.add_argument("--lr-step", type=int, default=d(4),
+    g.add_argument("--epochs", type=arguments.positive_int, default=d(30))
+    g.add_argument("--batch-size", type=arguments.positive_int, default=d(16),
+                   help="images per step, over all processes")
+    g.add_argument("--lr", type=arguments.positive_float, default=d(0.01), help="backbone learning rate")
+    g.add_argument("--head-lr-mult", type=arguments.positive_float, default=d(10.0), help="head lr = lr x this")
+    g.add_argument("--momentum", type=arguments.nonnegative_float, default=d(0.9))
+    g.add_argument("--weight-decay", type=arguments.nonnegative_float, default=d(1e-4))
+    g.add_argument("--warmup-epochs", type=arguments.nonnegative_int, default=d(2),
+                   help="linear warm-up, per iteration")
+    g.add_argument("--lr-step", type=arguments.nonnegative_int, default=d(4),
                    help="multiply lr by --lr-gamma every N epochs (0: never; default 4, 5 on COCO)")
-    g.add_argument("--lr-gamma", type=float, default=d(0.1))
-    g.add_argument("--crop-scale", type=float, nargs=2, default=d([0.7, 1.0]), metavar=("MIN", "MAX"),
+    g.add_argument("--lr-gamma", type=arguments.positive_float, default=d(0.1))
+    g.add_argument("--crop-scale", type=arguments.area_fraction, nargs=2, default=d([0.7, 1.0]),
+                   metavar=("MIN", "MAX"),
                    help="area range of the random resized crop")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d(True),
                    help="random horizontal flip")
@@ -114,8 +120,10 @@ def build_parser(suppress=False):
     g.add_argument("--out", default=d(None), help="run folder (default runs/<date-time>)")
     g.add_argument("--resume", default=d(None), metavar="PATH|auto",
                    help="continue from a last.pth (or a run folder); 'auto': from --out's last.pth if any")
-    g.add_argument("--val-every", type=int, default=d(1), help="evaluate every N epochs (and the last)")
-    g.add_argument("--device", default=d(None), help="cpu, cuda, cuda:N (default: cuda if available)")
+    g.add_argument("--val-every", type=arguments.positive_int, default=d(1),
+                   help="evaluate every N epochs (and the last)")
+    g.add_argument("--device", default=d(None),
+                   help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     g.add_argument("--amp", action="store_true", default=d(False),
                    help="mixed precision (bf16 autocast; fp16 + GradScaler with --amp-dtype fp16, CUDA only)")
     g.add_argument("--amp-dtype", default=d("bf16"), choices=("bf16", "fp16"))
@@ -128,7 +136,11 @@ def build_parser(suppress=False):
 
 
 def parse_args(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.crop_scale[0] > args.crop_scale[1]:
+        low, high = args.crop_scale
+        parser.error(f"argument --crop-scale: MIN {low:g} is larger than MAX {high:g}")
     given = set(vars(build_parser(suppress=True).parse_args(argv)))
     return args, given
 
@@ -271,7 +283,7 @@ def apply_recipe(args, given, split):
     return name
 
 
-def run(ctx, args, given):
+def run(ctx, args, given, interrupt=None):
     resume_path = find_resume(args)
     state = load_resume_state(resume_path)
     if state is not None:
@@ -373,26 +385,28 @@ def run(ctx, args, given):
             row.update({k: metrics[k] for k in METRIC_KEYS})
         row["epoch_s"] = time.perf_counter() - epoch_start
         history.append(row)
-        if ctx.is_main:
-            figures = {"epoch": epoch, **{k: row.get(k) for k in METRIC_KEYS}, "train_loss": mean_loss,
-                       "dataset": dataset_name(train_split), "data_root": str(args.data_root),
-                       "train_split": args.train_split, "test_split": args.test_split,
-                       "args": {k: plain(v) for k, v in vars(args).items()}}
-            improved = row.get("mAP") is not None and row["mAP"] > best.get("mAP", -1.0)
-            if improved:
-                best = {"epoch": epoch, "mAP": row["mAP"]}
-                csra.save_checkpoint(out / "best.pth", raw_model, training=figures)
-            csra.save_checkpoint(out / "last.pth", raw_model, training=figures, epoch=epoch,
-                                 optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                                 scaler=precision.scaler.state_dict() if precision.scaler else None,
-                                 history=history, best=best)
-            write_csv(history, out / "metrics.csv")
-            plot_loss(history, out / "loss.png")
-            plot_map(history, out / "map.png")
-            shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
-                     if row.get("mAP") is not None else "")
-            tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
-                       f"{row['epoch_s']:.0f} s" + ("  (best)" if improved else ""))
+        # a Ctrl-C (training/interrupt.py) waits for these writes to finish
+        with interrupt.saving if interrupt else contextlib.nullcontext():
+            if ctx.is_main:
+                figures = {"epoch": epoch, **{k: row.get(k) for k in METRIC_KEYS}, "train_loss": mean_loss,
+                           "dataset": dataset_name(train_split), "data_root": str(args.data_root),
+                           "train_split": args.train_split, "test_split": args.test_split,
+                           "args": {k: plain(v) for k, v in vars(args).items()}}
+                improved = row.get("mAP") is not None and row["mAP"] > best.get("mAP", -1.0)
+                if improved:
+                    best = {"epoch": epoch, "mAP": row["mAP"]}
+                    csra.save_checkpoint(out / "best.pth", raw_model, training=figures)
+                csra.save_checkpoint(out / "last.pth", raw_model, training=figures, epoch=epoch,
+                                     optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                                     scaler=precision.scaler.state_dict() if precision.scaler else None,
+                                     history=history, best=best)
+                write_csv(history, out / "metrics.csv")
+                plot_loss(history, out / "loss.png")
+                plot_map(history, out / "map.png")
+                shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
+                         if row.get("mAP") is not None else "")
+                tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
+                           f"{row['epoch_s']:.0f} s" + ("  (best)" if improved else ""))
         dist_utils.barrier(ctx)
     if ctx.is_main:
         print(f"done: best mAP {best.get('mAP', float('nan')):.2f} at epoch {best.get('epoch')}; "
@@ -400,20 +414,26 @@ def run(ctx, args, given):
     return 0
 
 
+def interrupted_message(args):
+    if args.out and (Path(args.out) / "last.pth").is_file():
+        return (f"interrupted: the last finished epoch is saved in {args.out} (last.pth); continue with "
+                f"--resume {args.out}")
+    return "interrupted before the first epoch finished: nothing was saved"
+
+
 def main(argv=None):
     args, given = parse_args(argv)
     ctx = None
     try:
         ctx = dist_utils.setup(args.device)
-        return run(ctx, args, given)
+        with PromptInterrupt(lambda: interrupted_message(args)) as interrupt:
+            return run(ctx, args, given, interrupt)
     except (DataError, ConfigError, DownloadError, CheckpointError, ImageError, TrainingDiverged) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = f" in {args.out}" if args.out else ""
-        print(f"\ninterrupted: the last finished epoch is saved{where} (last.pth); continue with "
-              f"--resume {args.out or 'RUN_DIR'}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # before the loop (or outside the main thread)
+        print("\n" + interrupted_message(args), file=sys.stderr)
+        return EXIT_CODE
     finally:
         if ctx is not None:
             dist_utils.cleanup(ctx)

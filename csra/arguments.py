@@ -1,0 +1,84 @@
+"""argparse types for the command lines: a bad value is one usage line (exit 2), never a traceback.
+
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--threshold", type=fraction)
+"""
+import argparse
+import math
+
+LAM_MAX = 10.0  # the paper's lambdas are 0.02-1; far larger ones only push scores to 0 or 1
+MIN_IMAGE_SIZE = 32  # the backbones' stride: a smaller image gives no score map
+
+
+def _number(text, kind):
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") \
+            from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number")
+    return value
+
+
+def positive_int(text):
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def nonnegative_int(text):
+    value = _number(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
+    return value
+
+
+def image_size(text):
+    value = _number(text, int)
+    if value < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least {MIN_IMAGE_SIZE} pixels")
+    return value
+
+
+def finite_float(text):
+    return _number(text, float)
+
+
+def positive_float(text):
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be greater than 0")
+    return value
+
+
+def nonnegative_float(text):
+    value = _number(text, float)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be 0 or more")
+    return value
+
+
+def fraction(text):
+    """A number in [0, 1] (a score threshold)."""
+    value = _number(text, float)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be between 0 and 1")
+    return value
+
+
+def area_fraction(text):
+    """A number in (0, 1] (a share of the image area)."""
+    value = _number(text, float)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be greater than 0 and at most 1")
+    return value
+
+
+def lam(text):
+    """A CSRA lambda: finite, 0 to LAM_MAX."""
+    value = _number(text, float)
+    if not 0 <= value <= LAM_MAX:
+        raise argparse.ArgumentTypeError(f"{value:g}: lambda must be between 0 and {LAM_MAX:g}")
+    return value
