@@ -1,7 +1,7 @@
 """Every backbone family under the CSRA head: parameters, score-map grid and forward time.
 
-    python -m bench.backbones                       # one or two networks per family, 448 px
-    python -m bench.backbones --backbones resnet101 vit_b_16 --img-size 224
+    python bench/backbones.py                       # one or two networks per family, 448 px
+    python bench/backbones.py --backbones resnet101 vit_b_16 --img-size 224
 
 For each backbone: the CSRA model's parameters (20 classes, 1 head), the
 score-map grid at --img-size, and the forward time of one image (batch 1,
@@ -29,7 +29,7 @@ def forward_ms(model, x, min_time):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.backbones", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python bench/backbones.py", description=__doc__.splitlines()[0])
     p.add_argument("--backbones", nargs="+", default=list(DEFAULT))
     p.add_argument("--img-size", type=int, default=448)
     p.add_argument("--min-time", type=float, default=2.0, help="seconds of timing per backbone and device")

@@ -1,7 +1,7 @@
 """Seconds from Ctrl-C (SIGINT) in the middle of a training epoch to the prompt coming back.
 
-    python -m bench.ctrl_c_latency                        # resnet18 @ 448 px, batch 16, 2 loader workers
-    python -m bench.ctrl_c_latency --backbone resnet101 --repeats 3
+    python bench/ctrl_c_latency.py                        # resnet18 @ 448 px, batch 16, 2 loader workers
+    python bench/ctrl_c_latency.py --backbone resnet101 --repeats 3
 
 Makes a small synthetic VOC-layout set, starts `python -m training.train` on it, waits for the line
 of the first finished epoch, lets the second epoch run for --delay seconds, sends SIGINT and times

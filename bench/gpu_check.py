@@ -1,7 +1,7 @@
 """The CUDA paths, measured: inference precisions and layouts, the app's upload handler, training speed.
 
-    python -m bench.gpu_check          # on a CUDA machine: R101 @ 448 px, the full table
-    python -m bench.gpu_check --cpu    # anywhere: the same code at tiny sizes on the CPU (a smoke run)
+    python bench/gpu_check.py          # on a CUDA machine: R101 @ 448 px, the full table
+    python bench/gpu_check.py --cpu    # anywhere: the same code at tiny sizes on the CPU (a smoke run)
 
 Without a CUDA GPU (and without --cpu) it prints one line saying so and exits 0.
 Rows, all timed with torch.utils.benchmark.Timer (median of blocked runs, CUDA synchronised):

@@ -13,19 +13,16 @@ shared machine) and every round's figure.
 import argparse
 import os
 import platform
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.benchmark import Timer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python bench/predict_throughput.py
-
-import csra  # noqa: E402
-from csra import predict  # noqa: E402
+import csra
+from csra import predict
 
 DEFAULT_WORKERS = min(4, max(0, (os.cpu_count() or 1) - 1))  # the CLI's default
 
@@ -44,18 +41,14 @@ def make_photos(folder, count, size=(640, 480), seed=0):
 
 
 def time_run(model, files, batch_size, device, workers):
-    warmup = files[:batch_size]
-    for _ in predict.predict_images(model, warmup, batch_size, device, workers, progress=False):
-        pass
-    start = time.perf_counter()
-    n = 0
-    for item in predict.predict_images(model, files, batch_size, device, workers, progress=False):
-        n += isinstance(item, predict.Prediction)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    assert n == len(files), "every generated photo must be predicted"
-    return seconds
+    """Seconds for the CLI's loop over all files (torch.utils.benchmark.Timer, CUDA synchronised),
+    after one warm-up batch."""
+    def predict_all(some):
+        items = list(predict.predict_images(model, some, batch_size, device, workers, progress=False))
+        assert sum(isinstance(i, predict.Prediction) for i in items) == len(some), "every photo predicted"
+
+    predict_all(files[:batch_size])
+    return Timer("predict_all(files)", globals={"predict_all": predict_all, "files": files}).timeit(1).mean
 
 
 def main(argv=None):
@@ -67,7 +60,7 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
-    device = predict.pick_device(args.device)
+    device = csra.pick_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         torch.manual_seed(0)
@@ -96,6 +89,7 @@ def main(argv=None):
         if len(rates) > 1:
             first, last = args.batch_sizes[0], args.batch_sizes[-1]
             print(f"batch {last} vs batch {first}: {rates[last] / rates[first]:.2f}x")
+        print("RESULT " + " ".join(f"batch{b}_images_per_s={r:.2f}" for b, r in rates.items()))
 
 
 if __name__ == "__main__":
