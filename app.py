@@ -38,7 +38,7 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import csra
-    from app.models import default_classifier, default_store, pick_device
+    from app.models import default_classifier, default_store
     from app.weights import NoWeights, load_served_model
 
     if args.classifier not in ("none", "auto") and args.classifier not in csra.CLASSIFIERS:
@@ -47,8 +47,8 @@ def main(argv=None):
         return 2
     classifier = {"none": None, "auto": default_classifier()}.get(args.classifier, args.classifier)
     try:
-        device = pick_device(args.device)
-    except ValueError as err:
+        device = csra.pick_device(args.device)
+    except csra.DeviceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:

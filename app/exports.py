@@ -2,7 +2,6 @@
 import csv
 import io
 import json
-import re
 import shutil
 import tempfile
 import threading
@@ -11,6 +10,8 @@ from collections import deque
 from pathlib import Path
 
 import cv2
+
+from csra.inference import safe_stem
 
 from .inference import score_rows, threshold_logit
 
@@ -40,10 +41,6 @@ def scores_json(analysis, scores, threshold, model_info=None):
         "classes": rows,
     }
     return json.dumps(payload, indent=2)
-
-
-def safe_stem(text):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("_")[:60] or "image"
 
 
 def png_bytes(rgb):

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from csra.predict import score_kind
 
 DISPLAY_SIZE = 448  # longest side of the picture the overlays are drawn on
 
@@ -61,7 +60,7 @@ class Analysis:
     @property
     def kind(self):
         """'sigmoid' (multi-label CSRA head) or 'softmax' (a wrapped ImageNet classifier)."""
-        return score_kind(self.model)
+        return self.model.score_kind
 
     @property
     def grid(self):

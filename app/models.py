@@ -13,7 +13,6 @@ import torch
 import torchvision
 
 import csra
-from csra.device import pick_device  # noqa: F401  (app.py and the bench pick the device here)
 from csra.download import cache_path
 
 VOC = "voc"

@@ -36,7 +36,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import csra  # noqa: E402
 from app.inference import score_maps  # noqa: E402
-from app.models import VOC, default_store, device_text, pick_device  # noqa: E402
+from app.models import VOC, default_store, device_text  # noqa: E402
 from app.ui import EXAMPLES, build_demo, example_paths, launch  # noqa: E402
 
 CHROMIUM = os.environ.get("CSRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -116,7 +116,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    device = pick_device(args.device)
+    device = csra.pick_device(args.device)
     torch.manual_seed(0)
     model = csra.build_model(args.backbone, num_classes=20, image_size=args.image_size,
                              class_names=csra.VOC_CLASSES).eval()

@@ -8,6 +8,10 @@ import torch
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # cuda:N picks one of several GPUs
 
 
+class DeviceError(ValueError):
+    """A --device the machine does not have, or no device at all; the message is one line."""
+
+
 def mps_available():
     backend = getattr(torch.backends, "mps", None)
     return bool(backend is not None and backend.is_available())
@@ -17,7 +21,7 @@ def pick_device(name="auto"):
     """'auto' (or None) -> cuda if available, else mps if available, else cpu; 'cpu', 'cuda',
     'cuda:N', 'mps' as named.
 
-    A malformed name, or a GPU the machine does not have, raises ValueError with a
+    A malformed name, or a GPU the machine does not have, raises DeviceError with a
     message fit for the command line.
     """
     if name in (None, "", "auto"):
@@ -27,16 +31,16 @@ def pick_device(name="auto"):
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r}: not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+        raise DeviceError(f"--device {name!r}: not a device (use auto, cpu, cuda, cuda:N or mps)") from None
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"--device {name}: not supported here (use auto, cpu, cuda, cuda:N or mps)")
+        raise DeviceError(f"--device {name}: not supported here (use auto, cpu, cuda, cuda:N or mps)")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is available here (use --device cpu or auto)")
+        raise DeviceError(f"--device {name}: no CUDA GPU is available here (use --device cpu or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+        raise DeviceError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                          f"numbered from 0")
     if device.type == "mps" and not mps_available():
-        raise ValueError(f"--device {name}: no Apple MPS GPU is available here (use --device cpu or auto)")
+        raise DeviceError(f"--device {name}: no Apple MPS GPU is available here (use --device cpu or auto)")
     return device
 
 

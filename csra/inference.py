@@ -11,6 +11,7 @@ validation) and training.evaluate_imagenet. The loop runs the backbone once per 
 for any lambda are read off the score maps it keeps.
 """
 import contextlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,3 +109,8 @@ def score_map_batches(model, batches, device, autocast=None, channels_last=False
         with torch.inference_mode(), autocast():
             maps = model.head.score_maps(model.forward_features(images))
         yield Batch(maps.float(), tuple(extra), model.head)
+
+
+def safe_stem(text, limit=60):
+    """A file-name stem made of letters, digits, '.', '-' and '_' (at most `limit` characters)."""
+    return re.sub(r"[^\w.-]+", "_", str(text)).strip("_")[:limit] or "image"

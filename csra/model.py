@@ -3,6 +3,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
 from torch import nn
 
 from .backbone import build_backbone, family_of
@@ -99,6 +100,15 @@ class CSRAModel(nn.Module):
     @property
     def class_names(self):
         return self.config.class_names
+
+    @property
+    def score_kind(self):
+        """'softmax' for a wrapped ImageNet classifier (one label per image), else 'sigmoid' (multi-label)."""
+        return "softmax" if self.config.variant == "classifier" else "sigmoid"
+
+    def scores(self, logits):
+        """Probabilities: a softmax over the classes for a wrapped classifier, else a sigmoid per class."""
+        return torch.softmax(logits, dim=1) if self.score_kind == "softmax" else torch.sigmoid(logits)
 
     @property
     def preprocessing(self):

@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from .classifier import from_classifier
 from .device import pick_device, prepare_for_inference
 from .download import DownloadError
 from .errors import one_line
-from .inference import IMAGE_EXTENSIONS, ImageFiles, collate, find_images, score_map_batches
+from .inference import IMAGE_EXTENSIONS, ImageFiles, collate, find_images, safe_stem, score_map_batches
 from .preprocess import load_image
 from .registry import MODEL_CONFIGS, get_model
 from .visualize import overlay, value_range
@@ -72,17 +71,6 @@ def load_model(weights=None, classifier=None, lam=None):
     return model.eval()
 
 
-def score_kind(model):
-    """'softmax' for a wrapped ImageNet classifier (one label per image), else 'sigmoid'."""
-    return "softmax" if model.config.variant == "classifier" else "sigmoid"
-
-
-def scores_from_logits(model, logits):
-    if score_kind(model) == "softmax":
-        return torch.softmax(logits, dim=1)
-    return torch.sigmoid(logits)
-
-
 # ---------------------------------------------------------------- prediction
 
 def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshold=0.5,
@@ -100,7 +88,7 @@ def predict_images(model, files, batch_size=8, device="cpu", workers=0, threshol
             for i, message in failed:
                 yield Failure(files[i], message)
             if batch.maps is not None:
-                scores = scores_from_logits(model, batch.logits()).cpu().numpy()
+                scores = model.scores(batch.logits()).cpu().numpy()
                 maps = batch.class_maps().cpu().numpy() if heatmap_dir is not None else None
                 for row, i in enumerate(indices):
                     order = [c for c in np.argsort(-scores[row], kind="stable") if scores[row, c] >= threshold]
@@ -118,14 +106,10 @@ def heatmap_stems(files):
     """A distinct file-name stem per input file (a-1, a-2 when two folders both hold a.jpg)."""
     counts, stems = {}, []
     for f in files:
-        stem = safe_name(f.stem)
+        stem = safe_stem(f.stem)
         counts[stem] = counts.get(stem, 0) + 1
         stems.append(stem if counts[stem] == 1 else f"{stem}-{counts[stem]}")
     return stems
-
-
-def safe_name(text):
-    return re.sub(r"[^\w.-]+", "_", str(text)).strip("_") or "image"
 
 
 def save_heatmaps(path, maps, classes, names, out_dir, stem):
@@ -139,7 +123,7 @@ def save_heatmaps(path, maps, classes, names, out_dir, stem):
     out_dir = Path(out_dir)
     for c in classes:
         picture = overlay(np.asarray(image), maps[c], vmin[c], vmax[c])
-        Image.fromarray(picture).save(out_dir / f"{stem}_{safe_name(names[c])}.png")
+        Image.fromarray(picture).save(out_dir / f"{stem}_{safe_stem(names[c])}.png")
 
 
 # ---------------------------------------------------------------- outputs
@@ -193,7 +177,7 @@ def write_outputs(out, predictions, failures, model, args):
         return
     out = Path(out)
     about = {"weights": args.weights, "classifier": args.classifier, "lam": float(model.lam),
-             "threshold": args.threshold, "score": score_kind(model)}
+             "threshold": args.threshold, "score": model.score_kind}
     with atomic_path(out) as tmp:
         if out.suffix.lower() == ".csv":
             write_csv(tmp, predictions, names)

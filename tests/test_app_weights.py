@@ -159,14 +159,6 @@ def test_classifier_option_offline_gives_a_message(tmp_path, monkeypatch):
     assert store.option(models.IMAGENET).model is None                       # tried again next time
 
 
-def test_device_choice():
-    assert models.pick_device("cpu").type == "cpu"
-    assert models.pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA"):
-            models.pick_device("cuda")
-
-
 def test_the_embedded_model_as_the_served_one(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     model, choice = load_served_model(root=tmp_path, offline=True)

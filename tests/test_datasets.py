@@ -3,7 +3,6 @@ in VOC, CSV, COCO and the authors' JSON layouts, and broken files give one line 
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest

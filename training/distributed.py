@@ -12,8 +12,6 @@ import torch.distributed as dist
 
 import csra.device
 
-from .errors import ConfigError
-
 
 @dataclass
 class Context:
@@ -31,18 +29,10 @@ class Context:
         return self.world_size > 1
 
 
-def pick_device(requested=None):
-    """csra.device.pick_device, with its errors as ConfigError for the training CLIs."""
-    try:
-        return csra.device.pick_device(requested)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
 def setup(requested_device=None):
     """Context of this process; joins the process group under torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    device = pick_device(requested_device)
+    device = csra.device.pick_device(requested_device)
     if world_size <= 1:
         return Context(device=device)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))

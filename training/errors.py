@@ -1,5 +1,4 @@
 """Errors the command lines report as one line (no traceback); csra.errors.one_line shortens them."""
-from csra.errors import one_line  # noqa: F401  (the training CLIs import it from here)
 
 
 class ConfigError(ValueError):

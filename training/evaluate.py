@@ -21,18 +21,19 @@ import torch
 from torch.utils.data import DataLoader
 
 import csra
-from csra import CheckpointError, DownloadError, ImageError, arguments
+from csra import CheckpointError, DeviceError, DownloadError, ImageError, arguments, pick_device
+from csra.errors import one_line
 
 from .augment import EvalTransform
-from .distributed import Context, pick_device
+from .distributed import Context
 from .engine import Precision, predict
-from .errors import ConfigError, one_line
-from .metrics import box_cover_fraction, map_peak, multilabel_metrics, point_in_boxes
+from .errors import ConfigError
+from .metrics import (METRIC_KEYS, box_cover_fraction, map_peak, multilabel_metrics, point_in_boxes,
+                      pointing_game)
 from .plots import plot_ap_bars, plot_pointing, plot_pr_curves
 from .datasets import FORMATS, ImageLabelDataset, open_dataset
 from .voc import DataError
 
-METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 GENERIC_NAME = "class_"
 
 
@@ -105,19 +106,19 @@ def pointing_pairs(split, maps):
 
 
 def pointing_summary(split, pairs):
-    classes = split.classes
-    per_class = {c: [0, 0] for c in classes}
-    for p in pairs:
-        per_class[classes[p["class"]]][0] += p["hit"]
-        per_class[classes[p["class"]]][1] += 1
-    total = len(pairs)
-    hits = sum(p["hit"] for p in pairs)
+    """metrics.pointing_game over all pairs and per class, with a random point's rate for scale."""
+    def game(chosen):
+        return pointing_game([p["point"] for p in chosen], [p["boxes"] for p in chosen])
+
+    overall = game(pairs)
+    per_class = {}
+    for k, name in enumerate(split.classes):
+        g = game([p for p in pairs if p["class"] == k])
+        per_class[name] = {"hits": g["hits"], "pairs": g["total"], "hit_rate": g["hit_rate"] if g["total"] else None}
     return {
-        "hit_rate": 100.0 * hits / total if total else float("nan"),
-        "hits": hits, "pairs": total,
+        "hit_rate": overall["hit_rate"], "hits": overall["hits"], "pairs": overall["total"],
         "random_point_rate": 100.0 * float(np.mean([p["random"] for p in pairs])) if pairs else float("nan"),
-        "per_class": {c: {"hits": h, "pairs": n, "hit_rate": 100.0 * h / n if n else None}
-                      for c, (h, n) in per_class.items()},
+        "per_class": per_class,
     }
 
 
@@ -195,7 +196,7 @@ def main(argv=None):
     try:
         with torch.inference_mode():
             evaluate(args)
-    except (DataError, ConfigError, DownloadError, CheckpointError, ImageError) as err:
+    except (DataError, ConfigError, DeviceError, DownloadError, CheckpointError, ImageError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

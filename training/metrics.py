@@ -24,6 +24,8 @@ Definitions (all figures in percent):
 """
 import numpy as np
 
+METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")  # the summary figures, in report order
+
 
 def _check(scores, labels):
     scores = np.asarray(scores, dtype=np.float64)

@@ -36,17 +36,18 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 import csra
-from csra import CheckpointError, DownloadError, ImageError
+from csra import CheckpointError, DeviceError, DownloadError, ImageError
 from csra import arguments
 from csra.atomic import atomic_path
+from csra.errors import one_line
 from csra.weights import safe_load
 
 from . import distributed as dist_utils
 from .augment import EvalTransform, TrainTransform
 from .engine import Precision, predict, train_epoch
-from .errors import ConfigError, TrainingDiverged, one_line
+from .errors import ConfigError, TrainingDiverged
 from .interrupt import EXIT_CODE, PromptInterrupt
-from .metrics import multilabel_metrics
+from .metrics import METRIC_KEYS, multilabel_metrics
 from .plots import plot_loss, plot_map
 from .datasets import FORMATS, ImageLabelDataset, classes_without_positives, open_dataset
 from .schedule import last_lr, warmup_step_schedule
@@ -56,7 +57,6 @@ from .voc import DataError
 RECIPE = ("backbone", "num_heads", "lam", "img_size", "batch_size", "lr", "head_lr_mult", "momentum",
           "weight_decay", "warmup_epochs", "lr_step", "lr_gamma", "crop_scale", "flip", "pretrained",
           "seed", "limit", "train_split", "test_split", "amp", "amp_dtype", "sync_bn", "dataset")
-METRIC_KEYS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1")
 # The papers' settings that depend on the data (the rest is shared): CSRA authors' README table and
 # main.py (step_size 4 for voc07, 5 for coco); filled in for options the command line does not give.
 RECIPES = {
@@ -428,7 +428,8 @@ def main(argv=None):
         ctx = dist_utils.setup(args.device)
         with PromptInterrupt(lambda: interrupted_message(args)) as interrupt:
             return run(ctx, args, given, interrupt)
-    except (DataError, ConfigError, DownloadError, CheckpointError, ImageError, TrainingDiverged) as err:
+    except (DataError, ConfigError, DeviceError, DownloadError, CheckpointError, ImageError,
+            TrainingDiverged) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before the loop (or outside the main thread)
