@@ -43,7 +43,7 @@ def bench_model(which):
 
 def each_run(stmt, repeats, **names):
     """torch.utils.benchmark Measurement of `repeats` single runs of stmt (CUDA synchronised)."""
-    timer = Timer(stmt, globals=names)
+    timer = Timer(stmt, globals=names, num_threads=torch.get_num_threads())  # Timer's default is 1 thread
     return Measurement.merge([timer.timeit(1) for _ in range(repeats)])[0]
 
 

@@ -133,7 +133,8 @@ def main(argv=None):
         image = csra.load_image(uploads[0])
         sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         timer = Timer("score_maps(model, image); sync()",
-                      globals={"score_maps": score_maps, "model": served, "image": image, "sync": sync})
+                      globals={"score_maps": score_maps, "model": served, "image": image, "sync": sync},
+                      num_threads=torch.get_num_threads())  # the server's threads, not Timer's default 1
         timer.timeit(1)                                          # warm-up
         backbone = [timer.timeit(1).median * 1000 for _ in range(args.events)]
 

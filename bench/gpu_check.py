@@ -38,7 +38,8 @@ def seconds(fn, min_run_time):
     """Median seconds per call of fn() after two untimed calls (compilation, cuDNN autotuning)."""
     fn()
     fn()
-    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=min_run_time).median
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def forward_rows(cfg, device):

@@ -53,7 +53,8 @@ def main():
 def forward_times(model, x, repeats):
     """A torch.utils.benchmark Measurement of `repeats` single forward passes after two warm-up
     runs (Timer synchronises CUDA around each run); .median and .times are per pass."""
-    timer = Timer("with torch.inference_mode(): model(x)", globals={"torch": torch, "model": model, "x": x})
+    timer = Timer("with torch.inference_mode(): model(x)", globals={"torch": torch, "model": model, "x": x},
+                  num_threads=torch.get_num_threads())  # Timer's default is 1 thread
     timer.timeit(2)
     return Measurement.merge([timer.timeit(1) for _ in range(repeats)])[0]
 

@@ -39,7 +39,8 @@ def measure(mode, args, device):
 
     timer = Timer("train_step(step_model, images, targets, optimizer, precision)",
                   globals={"train_step": train_step, "step_model": step_model, "images": images,
-                           "targets": targets, "optimizer": optimizer, "precision": precision})
+                           "targets": targets, "optimizer": optimizer, "precision": precision},
+                  num_threads=torch.get_num_threads())  # Timer's default is 1 thread
     warmup = timer.timeit(args.warmup)  # torch.compile compiles here
     measured = timer.timeit(args.steps)  # Timer synchronises CUDA around the timed steps
     loss = train_step(step_model, images, targets, optimizer, precision)
