@@ -21,43 +21,25 @@ def _number(text, kind):
     return value
 
 
-def positive_int(text):
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
-    return value
+def _at_least(kind, low, strict, words):
+    """An argparse type: a finite number of `kind` >= low (> low if strict), else "VALUE: must be WORDS"."""
+    def check(text):
+        value = _number(text, kind)
+        if value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{value:g}: must be {words}")
+        return value
+    return check
 
 
-def nonnegative_int(text):
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
-    return value
-
-
-def image_size(text):
-    value = _number(text, int)
-    if value < MIN_IMAGE_SIZE:
-        raise argparse.ArgumentTypeError(f"{value}: must be at least {MIN_IMAGE_SIZE} pixels")
-    return value
+positive_int = _at_least(int, 1, False, "at least 1")
+nonnegative_int = _at_least(int, 0, False, "0 or more")
+image_size = _at_least(int, MIN_IMAGE_SIZE, False, f"at least {MIN_IMAGE_SIZE} pixels")
+positive_float = _at_least(float, 0, True, "greater than 0")
+nonnegative_float = _at_least(float, 0, False, "0 or more")
 
 
 def finite_float(text):
     return _number(text, float)
-
-
-def positive_float(text):
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g}: must be greater than 0")
-    return value
-
-
-def nonnegative_float(text):
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value:g}: must be 0 or more")
-    return value
 
 
 def fraction(text):

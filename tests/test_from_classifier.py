@@ -27,9 +27,8 @@ FAMILIES = {
 }
 
 
-def random_classifier(name, seed=0):
-    torch.manual_seed(seed)
-    net = torchvision.models.get_model(name, weights=None)
+def randomise_batchnorm(net):
+    """Non-trivial BatchNorm statistics and affine parameters, so a misplaced one shows."""
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -37,6 +36,13 @@ def random_classifier(name, seed=0):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.2)
+    return net
+
+
+def random_classifier(name, seed=0):
+    torch.manual_seed(seed)
+    net = randomise_batchnorm(torchvision.models.get_model(name, weights=None))
+    with torch.no_grad():
         linear = FAMILIES[name][1](net)
         linear.bias.normal_(0.0, 1.0)  # a clearly non-zero bias, so dropping or doubling it shows
     return net.eval()
@@ -179,14 +185,8 @@ def test_input_size_defaults_to_the_size_the_weights_were_evaluated_at():
 
 def random_lite0(seed=0):
     torch.manual_seed(seed)
-    net = efficientnet_lite.EfficientNetLite0()
+    net = randomise_batchnorm(efficientnet_lite.EfficientNetLite0())
     with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
         net.classifier.bias.normal_(0.0, 1.0)
     return net.eval()
 
