@@ -179,7 +179,7 @@ def test_centre_crop_preprocessing_keeps_aspect():
     prep = csra.Preprocessing(64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
     image = Image.new("RGB", (200, 100), (255, 255, 255))
     image.paste((0, 0, 0), (0, 0, 50, 100))  # black left quarter: cut away by a centre crop
-    x = ev.ResizeCenterCrop(prep)(image)
+    x = ev.resize_centre_crop(prep)(image)
     assert x.shape == (3, 64, 64)
     torch.testing.assert_close(x, torch.full_like(x, 2.0))  # all white: (1 - 0.5) / 0.25
     assert prep(image).min() < 0  # the square resize keeps the black part

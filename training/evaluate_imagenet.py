@@ -30,8 +30,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
+from torchvision import transforms  # noqa: E402
+from torchvision.transforms import InterpolationMode  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from csra import CheckpointError, DownloadError, from_classifier, pick_device, prepare_for_inference  # noqa: E402
@@ -113,21 +114,11 @@ def image_folder(data, categories):
     return files, labels, classes
 
 
-class ResizeCenterCrop:
-    """The usual ImageNet evaluation: shorter side to size / 0.875, centre crop size x size."""
-
-    def __init__(self, preprocessing, crop_fraction=0.875):
-        self.preprocessing, self.crop_fraction = preprocessing, crop_fraction
-
-    def __call__(self, image):
-        size = self.preprocessing.image_size
-        short = int(round(size / self.crop_fraction))
-        w, h = image.size
-        scale = short / min(w, h)
-        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BILINEAR)
-        w, h = image.size
-        left, top = (w - size) // 2, (h - size) // 2
-        return self.preprocessing.to_tensor(image.crop((left, top, left + size, top + size)))
+def resize_centre_crop(preprocessing, crop_fraction=0.875):
+    """The usual ImageNet evaluation: shorter side to size / crop_fraction, centre crop size x size."""
+    size = preprocessing.image_size
+    return transforms.Compose([transforms.Resize(round(size / crop_fraction), InterpolationMode.BILINEAR),
+                               transforms.CenterCrop(size), preprocessing.to_tensor])
 
 
 def evaluate(model, files, labels, lams, batch_size=32, device="cpu", workers=0, preprocess=None,
@@ -259,7 +250,7 @@ def main(argv=None):
     print(f"{len(files)} image files in {len(classes)} class folders; {args.model}, T={temperature}, "
           f"{args.img_size} px ({args.resize}), lambdas {' '.join(f'{x:g}' for x in args.lam)}",
           file=sys.stderr)
-    preprocess = ResizeCenterCrop(model.preprocessing) if args.resize == "crop" else model.preprocessing
+    preprocess = resize_centre_crop(model.preprocessing) if args.resize == "crop" else model.preprocessing
     started = time.time()
     correct, images, failures = evaluate(
         model, files, labels, args.lam, args.batch_size, device, args.workers, preprocess,
