@@ -15,16 +15,20 @@ from training.datasets import (DataError, ImageLabelDataset, classes_without_pos
 from training.make_synthetic import CLASSES, make_synthetic
 
 
+def same_scenes(tmp_path_factory, layout):
+    """The same 34 synthetic scenes (seed 3) written in the given layout."""
+    return make_synthetic(tmp_path_factory.mktemp(layout), seed=3, num_train=24, num_test=10, size=64,
+                          progress=False, format=layout)
+
+
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory):
-    return make_synthetic(tmp_path_factory.mktemp("voc"), seed=3, num_train=24, num_test=10, size=64,
-                          progress=False)
+    return same_scenes(tmp_path_factory, "voc")
 
 
 @pytest.fixture(scope="module")
 def csv_data(tmp_path_factory):
-    return make_synthetic(tmp_path_factory.mktemp("csv"), seed=3, num_train=24, num_test=10, size=64,
-                          progress=False, format="csv")
+    return same_scenes(tmp_path_factory, "csv")
 
 
 def write_csv(root, name, rows, header=("image", "labels", "ignore")):
