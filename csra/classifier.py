@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from . import efficientnet_lite
+from .backbone import FAMILIES, family_of
 from .download import fetch
 from .head import MAX_POOL_T, CSRAHead
 from .model import CSRAModel, ModelConfig
@@ -30,20 +31,23 @@ EMBEDDED = ("efficientnet_lite0",)
 CLASSIFIERS = RESNET_LIKE + EFFICIENTNETS + DENSENETS + REGNETS + EMBEDDED
 
 
+# The final linear layer after the global pool, per csra.backbone family (the trunk's modules
+# come from csra.backbone.FAMILIES, the one place that says how each family yields its map).
+LINEAR = {"resnet": lambda net: net.fc, "regnet": lambda net: net.fc,
+          "efficientnet": lambda net: net.classifier[-1]}
+
+
 def _split(name, net):
     """(feature trunk before the global pool, final linear layer) of a torchvision classifier."""
-    if name in RESNET_LIKE:
-        return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
-                             net.layer1, net.layer2, net.layer3, net.layer4), net.fc
-    if name in REGNETS:
-        return nn.Sequential(net.stem, net.trunk_output), net.fc
-    if name in EFFICIENTNETS:
-        return net.features, net.classifier[-1]
     if name in EMBEDDED:
         return net.features, net.classifier
     if name in DENSENETS:
         return nn.Sequential(net.features, nn.ReLU()), net.classifier
-    raise ValueError(f"from_classifier supports {', '.join(CLASSIFIERS)}; got {name!r}")
+    family = family_of(name) if name in CLASSIFIERS else None
+    if family not in LINEAR:
+        raise ValueError(f"from_classifier supports {', '.join(CLASSIFIERS)}; got {name!r}")
+    modules = [getattr(net, m) for m in FAMILIES[family].modules]
+    return (modules[0] if len(modules) == 1 else nn.Sequential(*modules)), LINEAR[family](net)
 
 
 def imagenet_class_names(name):
