@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from csra.classes import default_class_names
 
-from .voc import SHOWN, Annotation, DataError, VOCDataset, VOCObject, find_voc_root, load_split
+from .voc import (SHOWN, Annotation, DataError, VOCDataset, VOCObject, find_voc_root, load_split,
+                  summarize_problems)
 
 FORMATS = ("voc", "coco", "csv", "json")
 SPLIT_ALIASES = {"trainval": ("trainval", "train"), "train": ("train", "trainval"),
@@ -61,12 +62,6 @@ class DataSplit:
 
     def __len__(self):
         return len(self.image_paths)
-
-
-def _summary(problems):
-    shown = "; ".join(problems[:SHOWN])
-    return f"{len(problems)} problem(s): {shown}" + (f"; and {len(problems) - SHOWN} more"
-                                                      if len(problems) > SHOWN else "")
 
 
 def split_names(split):
@@ -128,8 +123,7 @@ def check_images(paths, where):
         elif not head.startswith(IMAGE_MAGIC):
             problems.append(f"not an image {path}")
     if problems:
-        raise DataError(f"{where}: {len(problems)} of {len(paths)} images missing or unreadable: "
-                        + "; ".join(problems[:SHOWN]) + ("; ..." if len(problems) > SHOWN else ""))
+        raise DataError(f"{where}: " + summarize_problems(problems, f"of {len(paths)} images missing or unreadable"))
 
 
 def read_class_file(path):
@@ -201,7 +195,7 @@ def _read_csv_rows(path):
             continue
         out.append((lineno, image, _names(row[1]), _names(row[2]) if len(header) > 2 else []))
     if problems:
-        raise DataError(f"{path}: " + _summary(problems))
+        raise DataError(f"{path}: " + summarize_problems(problems))
     return out
 
 
@@ -246,7 +240,7 @@ def read_csv_split(root, split, limit=None):
                            + f"; the {len(classes)} known classes (from {class_source.name}): "
                            + ", ".join(classes[:30]) + (" ..." if len(classes) > 30 else ""))
     if problems:
-        raise DataError(f"{path}: " + _summary(problems))
+        raise DataError(f"{path}: " + summarize_problems(problems))
     return _finish(root, split, "csv", path, classes, paths, labels, limit)
 
 
@@ -303,7 +297,7 @@ def read_coco_split(root, split, limit=None):
         else:
             objects.setdefault(image_id, []).append((class_of[category], bbox))
     if problems:
-        raise DataError(f"{path}: " + _summary(problems))
+        raise DataError(f"{path}: " + summarize_problems(problems))
     folder = next((d for d in (root / image_dir_name, root / "images" / image_dir_name) if d.is_dir()), None)
     if folder is None:
         raise DataError(f"{path}: no image folder {root / image_dir_name} (or {root / 'images' / image_dir_name})")
@@ -378,7 +372,7 @@ def read_json_split(root, split, limit=None):
         targets.append(target)
         crops.append(tuple(bbox) if isinstance(bbox, list) and len(bbox) == 4 else None)
     if problems:
-        raise DataError(f"{path}: " + _summary(problems))
+        raise DataError(f"{path}: " + summarize_problems(problems))
     if not targets:
         raise DataError(f"{path}: the split {split!r} lists no images")
     labels = authors_targets(np.asarray(targets), path)

@@ -130,7 +130,8 @@ def labels_from_objects(objects, num_classes):
     return labels
 
 
-def _summary(problems, what):
+def summarize_problems(problems, what="problem(s)"):
+    """"N WHAT: the first SHOWN problems; and K more", for a one-line DataError."""
     shown = "; ".join(problems[:SHOWN])
     more = f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else ""
     return f"{len(problems)} {what}: {shown}{more}"
@@ -191,7 +192,7 @@ def load_split(data_root, split, limit=None):
         except DataError as err:
             problems.append(str(err))
     if problems:
-        raise DataError(f"split '{split}' of {voc_root}: " + _summary(problems, "problem(s)")
+        raise DataError(f"split '{split}' of {voc_root}: " + summarize_problems(problems)
                         + "; nothing was trained")
     labels = np.stack([labels_from_objects(a.objects, len(classes)) for a in annotations])
     return VOCSplit(voc_root, split, classes, ids, image_paths, annotations, labels)
