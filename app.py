@@ -15,6 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 def parse_args(argv=None):
+    from csra.device import DEVICE_CHOICES
+
     p = argparse.ArgumentParser(
         prog="python app.py", description="The CSRA explorer web page: upload an image, see the "
         "class scores, where each class looks, and what lambda changes.")
@@ -25,7 +27,7 @@ def parse_args(argv=None):
                    help="address to listen on (default 127.0.0.1; 0.0.0.0: all interfaces)")
     p.add_argument("--port", type=int, default=7860, help="default 7860")
     p.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"),
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
                    help="auto (default): CUDA when present, else Apple MPS, else CPU")
     p.add_argument("--classifier", default="auto", metavar="NAME",
                    help="ImageNet classifier for the 'no training' option, loaded when first picked "

@@ -27,6 +27,7 @@ from torch.utils.benchmark import Measurement, Timer
 import csra
 from app import page
 from app.models import device_text
+from csra.device import DEVICE_CHOICES
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -58,7 +59,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="voc", choices=("voc", "embedded"),
                    help="voc: resnet101-csra, 448 px (default); embedded: EfficientNet-Lite0, 224 px")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--repeats", type=int, default=5, help="timed uploads and backbone runs")
     p.add_argument("--slider-repeats", type=int, default=50, help="timed lambda changes")
     args = p.parse_args(argv)

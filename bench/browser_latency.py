@@ -35,6 +35,7 @@ from torch.utils.benchmark import Timer
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import csra  # noqa: E402
+from csra.device import DEVICE_CHOICES  # noqa: E402
 from app.inference import score_maps  # noqa: E402
 from app.models import VOC, default_store, device_text  # noqa: E402
 from app.ui import EXAMPLES, build_demo, example_paths, launch  # noqa: E402
@@ -110,7 +111,7 @@ def summary(name, values):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=12, help="timed events of each kind (>= 10)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     p.add_argument("--backbone", default="resnet101", help="default resnet101 (the issue's target)")
     p.add_argument("--image-size", type=int, default=448)
     args = p.parse_args(argv)

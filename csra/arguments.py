@@ -38,10 +38,6 @@ positive_float = _at_least(float, 0, True, "greater than 0")
 nonnegative_float = _at_least(float, 0, False, "0 or more")
 
 
-def finite_float(text):
-    return _number(text, float)
-
-
 def fraction(text):
     """A number in [0, 1] (a score threshold)."""
     value = _number(text, float)

@@ -101,7 +101,7 @@ class Backbone(nn.Module):
         if key is None or name not in torchvision.models.list_models(module=torchvision.models):
             raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
         net = torchvision.models.get_model(name, weights=None)
-        self.name, self.family_name, self.family = name, key, FAMILIES[key]
+        self.name, self.family = name, FAMILIES[key]
         for module in self.family.modules:
             setattr(self, module, getattr(net, module))
         self.out_channels = self.family.width(net)
