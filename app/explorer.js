@@ -7,8 +7,9 @@
 (() => {
   if (window.csraExplorer) return;  // both views load this file; the first one defines it
   const S = {data: null, lam: null, thr: null, topk: null, tiles: {}, tileKey: null, legend: "",
-             scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null};
+             scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null, pending: null};
   const CHART_ROWS = 30;
+  const ANALYSING = "Analysing the image…";
   const esc = (s) => String(s).replace(/[&<>"']/g,
     (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
@@ -166,7 +167,20 @@
 
   window.csraExplorer = {
     state: S, compute, draw,
+    // The image box's value changed. A new file: until its numbers arrive, the summary says
+    // so and the old results are dimmed (a still style, no animation: the browser shares the
+    // cores with the network). The box reports one upload twice; the repeat is ignored.
+    // Emptied (cleared, or refused by the server): back to what the page holds.
+    analysing(file) {
+      const path = (file && (file.path || file.url)) || null;
+      if (path && path === S.pending) return;
+      S.pending = path;
+      for (const el of [...S.scoreViews, ...S.tileViews]) el.classList.toggle("csra-stale", !!path);
+      if (!path) { draw(); return; }
+      for (const el of S.scoreViews) el.querySelector(".csra-summary").textContent = ANALYSING;
+    },
     setData(value) {
+      for (const el of [...S.scoreViews, ...S.tileViews]) el.classList.remove("csra-stale");
       const d = value && typeof value === "object" ? value : null;
       if (d && S.data && d.image !== S.data.image) { S.tiles = {}; S.tileKey = null; }
       S.data = d;

@@ -15,6 +15,7 @@ import base64
 import binascii
 import html
 import io
+import json
 import logging
 import time
 import traceback
@@ -55,6 +56,8 @@ TILES_JS = ("csraExplorer.mountTiles(element, trigger); watch('value', () => "
 
 CSS = """
 #csra-status { min-height: 2.5em; }
+.csra-stale .csra-chart, .csra-stale .csra-table-box, .csra-stale .csra-tiles-root { opacity: 0.45; }
+.csra-stale .csra-summary { font-weight: bold; }
 .csra-banner { padding: 8px 12px; border-radius: 6px; background: #fff3cd; color: #664d03;
                border: 1px solid #ffe69c; }
 .csra-summary { margin-bottom: 6px; }
@@ -190,7 +193,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         if (analysis is not None and isinstance(payload, dict) and payload.get("path")
                 and analysis.source == str(payload["path"]) and analysis.model_key == key):
             try:   # the same file again (the image box may report one upload twice): no rerun
-                return shown_view(page.first_view(analysis, c.clean()), analysis)
+                view = page.first_view(analysis, c.clean())
+                view.status = analysis.sent.get("status", view.status)
+                return shown_view(view, analysis)
             except page.BadControl as err:
                 return {**cleared(), status: problem(err)}
         return run_upload(payload, key, c)
@@ -328,13 +333,18 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                          js="(v) => { csraExplorer.setControls({thr: v}); }")
         top_k.change(None, [top_k], None, js="(v) => { csraExplorer.setControls({topk: v}); }")
 
+        # Gradio's progress overlay is hidden on the upload: its animation, drawn by the browser
+        # on the same cores as the network, made an upload about 0.2 s slower on a 2-core
+        # machine (bench/browser_latency.py). Instead the summary says "Analysing the image…"
+        # and the old results are dimmed, both still (explorer.js).
+        image.change(None, [image], None, js="(v) => { csraExplorer.analysing(v); }")
+        image.clear(None, None, [status], js=f"() => {json.dumps(PROMPT)}")
         image.change(on_image, [state, image, model_choice, *controls],
                      [state, status, scores, heatmaps, closeup, weights, focus, image],
                      api_name="analyse", concurrency_id="network", preprocess=False,
-                     trigger_mode="once").then(
+                     show_progress="hidden", trigger_mode="once").then(
             on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
             api_visibility="private", **drawing)
-        image.clear(lambda: {status: PROMPT}, None, [status], api_visibility="private", queue=False)
         # pictures the page does not hold yet: off the critical path, newest request only
         gr.on([lam.release, threshold.release, alpha.release, scale.input, picked.input, focus.input],
               on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
@@ -355,9 +365,14 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
 
 
 def launch(demo, host="127.0.0.1", port=7860, share=False, prevent_thread_lock=False, quiet=False):
-    """Queue (one network run at a time suits one GPU) and serve with upload limits."""
+    """Queue (one network run at a time suits one GPU) and serve with upload limits.
+
+    run_history=False: Gradio would otherwise keep every run's inputs and outputs (here the
+    heatmaps, inline) in the browser's localStorage and rewrite that list on every event,
+    which cost ~0.2 s of browser time per upload, growing with each one; it would also keep
+    the user's pictures in the browser after they leave."""
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=64)
     return demo.launch(server_name=host, server_port=port, share=share,
                        max_file_size=MAX_FILE_SIZE, state_session_capacity=256,
                        show_error=True, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-                       css=CSS, footer_links=["api", "gradio"])
+                       css=CSS, footer_links=["api", "gradio"], run_history=False)

@@ -198,6 +198,8 @@ def test_click_a_tile_to_look_closer_and_bad_upload(app, browser, tmp_path):
     page.wait_for_function(
         "() => document.querySelector('#csra-status')?.innerText.includes('not an image')",
         timeout=60_000)
+    page.wait_for_timeout(500)                    # the emptied image box does not hide it
+    assert "not an image" in page.locator("#csra-status").inner_text()
     assert page.locator("#csra-image img").count() == 0      # no broken-image icon left behind
     assert page.locator("#csra-heatmaps .csra-tile").count() == 0
     # an example from assets/ runs the model like an upload does, once
@@ -250,5 +252,41 @@ def test_model_that_cannot_load_gives_an_escaped_message(app80, browser):
     toast = page.get_by_text("<urlopen error [Errno -3] Temporary failure>", exact=False).first
     toast.wait_for(timeout=30_000)
     assert page.locator("input[type=radio][value^='CSRA model']").is_checked()    # stayed
+    assert not page.errors, page.errors
+    page.close()
+
+
+def test_upload_says_analysing_without_an_overlay_and_keeps_no_history(app, browser):
+    """While the analysis request is held back, the summary says so, the old results are
+    dimmed and no progress overlay moves (its animation slowed uploads); after it, nothing of
+    the run is kept in the browser's storage (Gradio's run history rewrote every run's
+    pictures there on every event)."""
+    page = open_page(browser, app)
+    upload(page)
+    held, hold = [], [True]
+    page.route("**/queue/join*", lambda route: held.append(route) if hold[0] else route.continue_())
+    page.locator("#csra-image input[type=file]").set_input_files(str(ROOT / "assets" / "coffee.jpg"))
+    page.wait_for_function("() => document.querySelector('#csra-scores .csra-summary')?.innerText"
+                           " === 'Analysing the image…'", timeout=60_000)
+    page.wait_for_timeout(300)                # room for an overlay to appear, were there one
+    overlays = page.evaluate("""() => Array.from(document.querySelectorAll(
+        '#csra-status .wrap, #csra-scores .wrap, #csra-heatmaps .wrap'))
+        .filter(w => !w.classList.contains('hide') && w.getClientRects().length > 0).length""")
+    assert overlays == 0
+    assert page.locator(".csra-stale").count() == 2           # the scores and the tiles
+    assert held                                               # the analysis was on its way
+    hold[0] = False
+    for route in held:
+        route.continue_()
+    page.wait_for_function("() => csraExplorer.state.data?.name === 'coffee.jpg'", timeout=60_000)
+    assert page.locator(".csra-stale").count() == 0
+    assert "Analysing" not in page.locator("#csra-scores .csra-summary").inner_text()
+    assert "coffee.jpg" in page.locator("#csra-status").inner_text()
+    page.wait_for_timeout(500)
+    stored = page.evaluate("() => Object.keys(localStorage).concat(Object.keys(sessionStorage))")
+    assert not [k for k in stored if "run-history" in k], stored
+    page.locator("#csra-image button[aria-label='Remove Image']").click()  # the prompt again
+    page.wait_for_function("() => document.querySelector('#csra-status')?.innerText"
+                           ".includes('Upload, paste or take a picture')", timeout=60_000)
     assert not page.errors, page.errors
     page.close()
