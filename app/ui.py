@@ -334,7 +334,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         top_k.change(None, [top_k], None, js="(v) => { csraExplorer.setControls({topk: v}); }")
 
         # Gradio's progress overlay is hidden on the upload: its animation, drawn by the browser
-        # on the same cores as the network, made an upload about 0.2 s slower on a 2-core
+        # on the same cores as the network, made an upload 0.1-0.25 s slower on a 2-core
         # machine (bench/browser_latency.py). Instead the summary says "Analysing the image…"
         # and the old results are dimmed, both still (explorer.js).
         image.change(None, [image], None, js="(v) => { csraExplorer.analysing(v); }")

@@ -2,8 +2,8 @@
 
 Uploads an image, checks that the numbers the browser computes at several lambdas equal the
 head's logits_from_maps, drags the sliders, types out-of-range values, checks the heatmap
-tiles' layout on a desktop and a 390 px phone, clicks a tile, and uses an 80-class model.
-No timing is asserted. Screenshots go to test-artifacts/. Skips only where Chromium is not
+tiles' layout on a desktop and a 390 px phone, clicks a tile, uses an 80-class model, and
+holds an upload's request back to see the page while the network runs. No timing is asserted. Screenshots go to test-artifacts/. Skips only where Chromium is not
 installed (tests/conftest.py).
 """
 from pathlib import Path
