@@ -29,6 +29,7 @@ from . import page
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
 from .models import VOC, ModelUnavailable, model_info, model_info_markdown
+from .uploads import UploadGuard
 
 log = logging.getLogger("csra.app")
 
@@ -106,15 +107,17 @@ CSS = """
 """
 
 
-def upload_source(payload):
+def upload_source(payload, guard, session):
     """(source, display name) of an image as Gradio received it, without opening it: every
     picture is decoded by csra.load_image (EXIF orientation, modes, pixel limit, one-line
-    errors). The events that take the image skip Gradio's own decoding (preprocess=False);
-    Gradio has still checked that the file is one it received."""
+    errors). The events that take the image skip Gradio's own decoding (preprocess=False),
+    so the path in the payload is whatever the client sent: guard (app/uploads.py) lets
+    through only the examples and this session's own uploads."""
     if not payload:
         return None, None
     if isinstance(payload, str):
-        return payload, page.display_name(payload)
+        name = page.display_name(payload)
+        return guard.path_for(payload, session, name), name
     url = payload.get("url") or ""
     if url.startswith("data:") and not payload.get("path"):
         try:
@@ -123,7 +126,10 @@ def upload_source(payload):
             raise csra.ImageError("pasted image: not valid base64 data") from None
         return io.BytesIO(data), "pasted image"
     path = payload.get("path")
-    return path, payload.get("orig_name") or page.display_name(path)
+    if not isinstance(path, str) or not path:
+        raise csra.ImageError("image: no such file")
+    name = payload.get("orig_name") or page.display_name(path)
+    return guard.path_for(path, session, name), name
 
 
 def example_paths(names=EXAMPLES, folder=ASSETS):
@@ -164,10 +170,10 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             out[focus] = gr.update(value=view.focus)
         return out
 
-    def run_upload(payload, model_key, c, name=None):
+    def run_upload(payload, model_key, c, session, name=None):
         """{component: value} for an uploaded image; errors become the page's status."""
         try:
-            source, shown_name = upload_source(payload)
+            source, shown_name = upload_source(payload, guard, session)
             if source is None:
                 return cleared()
             model = store.get(model_key)
@@ -185,7 +191,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             return {**cleared(), status: unexpected(err)}
 
     def on_image(analysis, payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
-                 picked_v):
+                 picked_v, request: gr.Request):
         if not payload:
             return cleared()
         key = store.key_for(model_label)
@@ -198,7 +204,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 return shown_view(view, analysis)
             except page.BadControl as err:
                 return {**cleared(), status: problem(err)}
-        return run_upload(payload, key, c)
+        return run_upload(payload, key, c, request.session_hash)
 
     def on_changes(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v):
         if analysis is None:
@@ -227,7 +233,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                          evt.value)
         return {**out, focus: gr.update(value=evt.value), tabs: gr.Tabs(selected="closeup")}
 
-    def on_model(model_label, analysis, top_k_v, alpha_v, scale_v):
+    def on_model(model_label, analysis, top_k_v, alpha_v, scale_v, request: gr.Request):
         key = store.key_for(model_label)
         try:
             model = store.get(key)
@@ -242,7 +248,8 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         out = {state: None, scores: None, heatmaps: None, closeup: "", weights: "",
                status: f"Model: {html.escape(option.label)}. Upload an image or click an example."}
         if analysis is not None and analysis.source:
-            out = run_upload({"path": analysis.source}, key, c, name=analysis.name)
+            out = run_upload({"path": analysis.source}, key, c, request.session_hash,
+                             name=analysis.name)
         return {**out, lam: gr.update(value=lam_v), threshold: gr.update(value=option.threshold),
                 top_k: gr.update(visible=len(names) > page.FULL_TABLE_LIMIT),
                 picked: gr.update(choices=names, value=[]),
@@ -263,6 +270,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                                        model_info(analysis.model, store.device))}
 
     with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
+        guard = UploadGuard(examples, demo.GRADIO_CACHE, received=lambda: demo.upload_file_set)
         state = gr.State(None, time_to_live=SESSION_TTL_S)
         if store.banner:  # e.g. why the VOC model is not served (app/weights.py)
             gr.HTML(f'<div class="csra-banner" role="alert">⚠️ {html.escape(store.banner)}</div>',

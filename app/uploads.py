@@ -1,0 +1,92 @@
+"""Which image files the page may open for a session.
+
+The analysis event takes the image as Gradio's raw file payload (no preprocessing), so the
+path in it is whatever the client sent. The page opens only:
+- the example photos (the originals, or a file in Gradio's cache with the same bytes: the
+  copy Gradio made of one, or a user's upload of it), and
+- files that Gradio's upload route received, each for the first session that uses it after
+  it was written (the uploader's own change event comes right after its upload), never for
+  another session. Gradio names an upload by a keyed hash of its content, so two sessions
+  that upload the same photo get the same path; each upload writes a new file there, and
+  the session that uses the new file first owns it.
+
+Everything else — any other path on the disk, a '..' path, a symlink out of the cache, a
+file another session uploaded — is refused with the message a missing file gets, so a
+caller learns nothing about which files exist.
+"""
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import csra
+
+MAX_CLAIMS = 20_000   # remembered uploads and their sessions; files Gradio deleted go first
+
+
+def real(path):
+    return os.path.realpath(os.fspath(path))
+
+
+def inside(path, folder):
+    return os.path.commonpath([path, folder]) == folder
+
+
+class UploadGuard:
+    """examples: the example files; folder: Gradio's upload folder; received() returns the
+    paths its upload route received."""
+
+    def __init__(self, examples, folder, received=lambda: ()):
+        self.examples = {real(p) for p in examples}
+        self.example_digests = {(os.path.getsize(p), digest(p)) for p in self.examples}
+        self.folder = real(folder)
+        self.received = received
+        self.owners = OrderedDict()    # (path, inode, ctime) of an upload -> its session
+        self.lock = threading.Lock()
+
+    def path_for(self, path, session, name):
+        """The real path of a file this session may open; else csra.ImageError
+        '{name}: no such file', whether or not the file exists."""
+        given = os.path.abspath(os.fspath(path))
+        target = real(given)
+        if target in self.examples:
+            return target
+        if target == given and inside(target, self.folder) and (
+                self.is_example_copy(target)
+                or (given in self.received() and self.claim(target, session))):
+            return target
+        raise csra.ImageError(f"{name}: no such file")
+
+    def is_example_copy(self, path):
+        try:
+            size = os.path.getsize(path)
+            return (any(size == s for s, _ in self.example_digests)
+                    and (size, digest(path)) in self.example_digests)
+        except OSError:
+            return False
+
+    def claim(self, target, session):
+        """True when the file, as last written, is this session's: the first session to use
+        it owns it."""
+        try:
+            st = os.stat(target)
+        except OSError:
+            return False
+        upload = (target, st.st_ino, st.st_ctime_ns)
+        with self.lock:
+            owner = self.owners.setdefault(upload, session)
+            self.owners.move_to_end(upload)
+            if len(self.owners) > MAX_CLAIMS:
+                self.forget_deleted()
+            return owner == session
+
+    def forget_deleted(self):
+        for upload in [u for u in self.owners if not os.path.exists(u[0])]:
+            del self.owners[upload]
+        while len(self.owners) > MAX_CLAIMS:
+            self.owners.popitem(last=False)
+
+
+def digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()   # examples: a few hundred KB
