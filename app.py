@@ -63,9 +63,12 @@ def main(argv=None):
         print("Give another checkpoint with --weights PATH_OR_URL.", file=sys.stderr)
         return 2
     print(f"Weights: {choice.source} ({choice.reason}); device: {device}")
+    if choice.details:
+        logging.getLogger("csra.app").warning("%s %s", choice.banner, choice.details)
 
     from app.ui import build_demo, launch
-    store = default_store(model, classifier=classifier, device=device, banner=choice.banner)
+    store = default_store(model, classifier=classifier, device=device, banner=choice.banner,
+                          banner_details=choice.details)
     demo = build_demo(store)
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0

@@ -7,7 +7,9 @@
 (() => {
   if (window.csraExplorer) return;  // both views load this file; the first one defines it
   const S = {data: null, lam: null, thr: null, topk: null, tiles: {}, tileKey: null, legend: "",
-             scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null, pending: null};
+             scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null, pending: null,
+             controls: {alpha: 0.5, scale: "global", picked: [], model: null}, statusViews: new Set(),
+             statusProps: null, upload: null, sent: 0};
   const CHART_ROWS = 30;
   const ANALYSING = "Analysing the image…";
   const esc = (s) => String(s).replace(/[&<>"']/g,
@@ -134,8 +136,8 @@
     const items = shown.map((i) => {
       const src = S.tiles[i];
       const picture = src ? `<img src="${src}" alt="heatmap of ${esc(d.names[i])}">` : `<div class="csra-wait">drawing…</div>`;
-      return `<figure class="csra-tile" data-class="${i}" tabindex="0" role="button" title="look closer at ${esc(d.names[i])}">${picture}` +
-        `<figcaption><b>${esc(d.names[i])}</b> p = ${r.probs[i].toFixed(3)} · logit ${r.logits[i] >= 0 ? "+" : ""}${r.logits[i].toFixed(2)}</figcaption></figure>`;
+      return `<button type="button" class="csra-tile" data-class="${i}" title="look closer at ${esc(d.names[i])}">${picture}` +
+        `<span class="csra-caption"><b>${esc(d.names[i])}</b> p = ${r.probs[i].toFixed(3)} · logit ${r.logits[i] >= 0 ? "+" : ""}${r.logits[i].toFixed(2)}</span></button>`;
     }).join("");
     return `${S.legend || ""}<div class="csra-tiles">${items}</div>`;
   }
@@ -158,6 +160,22 @@
     window.dispatchEvent(new CustomEvent("csra-drawn"));
   }
 
+  // Dimmed results while a new image is analysed: the class goes on our own inner elements
+  // (Gradio may rewrite its components' own class attributes whenever they update).
+  function stale(on) {
+    for (const el of S.scoreViews) el.querySelector(".csra-explorer")?.classList.toggle("csra-stale", on);
+    for (const el of S.tileViews) el.querySelector(".csra-tiles-root")?.classList.toggle("csra-stale", on);
+  }
+
+  function addTiles(value) {
+    if (!value || typeof value !== "object" || !value.key) return false;
+    if (value.key !== S.tileKey) { S.tiles = {}; S.tileKey = value.key; }
+    Object.assign(S.tiles, value.tiles || {});
+    if (value.legend !== undefined) S.legend = value.legend;
+    if (value.picked && S.data) S.data.picked = value.picked;
+    return true;
+  }
+
   let pending = false;
   function redraw() {  // at most once per animation frame, however fast the slider moves
     if (pending) return;
@@ -165,7 +183,7 @@
     requestAnimationFrame(() => { pending = false; draw(); });
   }
 
-  window.csraExplorer = {
+  const explorer = window.csraExplorer = {
     state: S, compute, draw,
     // The image box's value changed. A new file: until its numbers arrive, the summary says
     // so and the old results are dimmed (a still style, no animation: the browser shares the
@@ -175,32 +193,140 @@
       const path = (file && (file.path || file.url)) || null;
       if (path && path === S.pending) return;
       S.pending = path;
-      for (const el of [...S.scoreViews, ...S.tileViews]) el.classList.toggle("csra-stale", !!path);
+      stale(!!path);
       if (!path) { draw(); return; }
       for (const el of S.scoreViews) el.querySelector(".csra-summary").textContent = ANALYSING;
     },
-    setData(value) {
-      for (const el of [...S.scoreViews, ...S.tileViews]) el.classList.remove("csra-stale");
+    setData(value, tiles) {   // new numbers (and, from the page's own upload, their first tiles)
+      stale(false);
       const d = value && typeof value === "object" ? value : null;
       if (d && S.data && d.image !== S.data.image) { S.tiles = {}; S.tileKey = null; }
       S.data = d;
       if (!d) { S.tiles = {}; S.tileKey = null; S.legend = ""; }
+      if (tiles) addTiles(tiles);
       draw();
     },
     setTiles(value) {
-      if (!value || typeof value !== "object" || !value.key) return;
-      if (value.key !== S.tileKey) { S.tiles = {}; S.tileKey = value.key; }
-      Object.assign(S.tiles, value.tiles || {});
-      if (value.legend !== undefined) S.legend = value.legend;
-      if (value.picked && S.data) S.data.picked = value.picked;
-      draw();
+      if (addTiles(value)) draw();
     },
     setControls(controls) {
+      for (const k of ["alpha", "scale", "picked", "model"]) if (controls[k] !== undefined) S.controls[k] = controls[k];
+      if (!["lam", "thr", "topk"].some((k) => controls[k] !== undefined)) return;
       for (const k of ["lam", "thr", "topk"]) if (controls[k] !== undefined) S[k] = controls[k];
       if (S.data) draw(); // synchronous: the numbers are on screen when the event returns
     },
-    mountScores(element) {
+    // The status line: plain text (file names are never read as markup); a leading ⚠️ marks
+    // a message. The page's own upload sets it here and in the component's value.
+    mountStatus(element, props) {
+      S.statusViews.add(element);
+      S.statusProps = props;
+    },
+    setStatus(text, own) {
+      text = text === null || text === undefined ? "" : String(text);
+      for (const el of S.statusViews) {
+        if (!el.isConnected) { S.statusViews.delete(el); continue; }
+        const line = el.querySelector(".csra-status-line") || el;
+        line.textContent = text;
+        line.classList.toggle("csra-message", text.startsWith("⚠️"));
+      }
+      if (own && S.statusProps && S.statusProps.value !== text) S.statusProps.value = text;
+    },
+    // The page's own upload: the file goes through Gradio's upload route, then one call of
+    // the scores view's server function answers with the status, numbers and first tiles.
+    mountUpload(element, server, upload, value) {
+      const root = element.querySelector(".csra-upload-root") || element;
+      const examples = (value && value.examples) || [];
+      const maxBytes = (value && value.max_bytes) || Infinity;
+      const start = (value && value.controls) || {};   // the controls' values at page load
+      S.lam = S.lam ?? start.lam ?? null; S.thr = S.thr ?? start.threshold ?? null;
+      S.topk = S.topk ?? start.top_k ?? null;
+      if (!S.controls.model) S.controls.model = start.model ?? null;
+      root.innerHTML = `<label class="csra-drop"><input type="file" accept="image/*" ` +
+        `aria-label="Upload an image"><img class="csra-preview" alt="" hidden>` +
+        `<span class="csra-drop-text">Drop an image here, paste one, or click to upload</span></label>` +
+        (examples.length ? `<div class="csra-examples" role="group" aria-label="Examples">` +
+          `<p>Examples (click one)</p>` + examples.map((e) => `<button type="button" class="csra-example" ` +
+          `data-name="${esc(e.name)}" aria-label="Example: ${esc(e.name)}" title="${esc(e.name)}">` +
+          `<img src="${e.thumb}" alt=""></button>`).join("") + `</div>` : "");
+      const zone = root.querySelector(".csra-drop"), input = root.querySelector("input");
+      const preview = root.querySelector(".csra-preview");
+      const thumbs = Object.fromEntries(examples.map((e) => [e.name, e.thumb]));
+      const show = (src) => {
+        if (preview.dataset.objectUrl) URL.revokeObjectURL(preview.dataset.objectUrl);
+        preview.dataset.objectUrl = src.startsWith("blob:") ? src : "";
+        preview.src = src; preview.hidden = false;
+      };
+      const send = async (request, name) => {
+        const serial = ++S.sent;
+        explorer.analysing({path: `${serial}:${name}`});
+        const controls = {lam: S.lam ?? (S.data ? S.data.lam : null), threshold: S.thr ?? (S.data ? S.data.threshold : null),
+                          top_k: S.topk ?? 20, ...S.controls};
+        let out;
+        const t = {start: performance.now()};    // where an upload's time goes (bench/browser_latency.py)
+        try {
+          if (request.file) {
+            const sent = await upload(request.file);
+            request = {path: sent.path, name};
+          }
+          t.uploaded = performance.now();
+          // Gradio's session hash: the later Gradio events of this page find the analysis by it
+          out = JSON.parse(await server.analyse_file({...request, ...controls, session: window.__gradio_session_hash__}));
+          t.answered = performance.now();
+        } catch (err) {
+          out = {error: `${name}: could not be sent (${err && err.message ? err.message : err})`};
+        }
+        if (serial !== S.sent) return;            // a newer image was chosen meanwhile
+        S.pending = null;
+        if (!out || out.error) {
+          stale(false);
+          draw();
+          explorer.setStatus(`⚠️ ${out ? out.error : name + ": no answer"}`, true);
+          return;
+        }
+        S.tiles = {}; S.tileKey = null;
+        explorer.setStatus(out.status, true);
+        explorer.setData(out.scores, out.heatmaps);
+        t.drawn = performance.now();
+        S.timing = {upload_ms: t.uploaded - t.start, call_ms: t.answered - t.uploaded,
+                    handler_ms: out.handler_ms, draw_ms: t.drawn - t.answered};
+        if (S.trigger) setTimeout(() => S.trigger("change"), 0);  // close-up etc., after drawing
+      };
+      const sendFile = (file) => {
+        if (!file) return;
+        if (file.size > maxBytes) {
+          explorer.setStatus(`⚠️ ${file.name}: ${(file.size / 1048576).toFixed(1)} MB is more than the ` +
+                             `limit of ${(maxBytes / 1048576).toFixed(0)} MB`, true);
+          return;
+        }
+        show(URL.createObjectURL(file));
+        send({file}, file.name || "pasted image");
+      };
+      input.addEventListener("change", () => { sendFile(input.files[0]); input.value = ""; });
+      zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("csra-over"); });
+      zone.addEventListener("dragleave", () => zone.classList.remove("csra-over"));
+      zone.addEventListener("drop", (e) => {
+        e.preventDefault(); zone.classList.remove("csra-over");
+        sendFile(e.dataTransfer && e.dataTransfer.files[0]);
+      });
+      root.addEventListener("click", (e) => {
+        const b = e.target.closest(".csra-example");
+        if (!b) return;
+        show(thumbs[b.dataset.name]);
+        send({example: b.dataset.name}, b.dataset.name);
+      });
+      // a pasted image anywhere on the page but in a text field: the same way as an upload
+      document.addEventListener("paste", (e) => {
+        if (e.target.closest && e.target.closest("input, textarea, [contenteditable], #csra-image")) return;
+        const item = Array.from((e.clipboardData && e.clipboardData.items) || []).find((i) => i.type.startsWith("image/"));
+        if (!item) return;
+        e.preventDefault();
+        const file = item.getAsFile();
+        sendFile(new File([file], "pasted image", {type: file.type}));
+      });
+    },
+    mountScores(element, trigger) {
       S.scoreViews.add(element);
+      if (trigger) S.trigger = trigger;
       if (window.ResizeObserver) {
         let w = 0;
         new ResizeObserver(() => {

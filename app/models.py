@@ -46,10 +46,11 @@ class ModelOption:
 class ModelStore:
     """Model options by key; get() loads lazily (once, under a lock) onto the device."""
 
-    def __init__(self, options, device="cpu", banner=""):
+    def __init__(self, options, device="cpu", banner="", banner_details=""):
         self.device = torch.device(device)
         self.options = {o.key: o for o in options}
         self.banner = banner   # plain text for the top of the page ("" when there is nothing to say)
+        self.banner_details = banner_details   # plain text, folded under the banner
 
     @property
     def labels(self):
@@ -103,7 +104,7 @@ def classifier_label(name):
 
 
 def default_store(voc_model, classifier="resnet50", device="cpu", classifier_loader_fn=None,
-                  banner=""):
+                  banner="", banner_details=""):
     """The page's two options: the served model (a CSRA model trained on VOC or on what its
     checkpoint says, or the embedded ImageNet classifier), and an ImageNet classifier + CSRA
     with no training (left out when it is the served model itself)."""
@@ -118,7 +119,7 @@ def default_store(voc_model, classifier="resnet50", device="cpu", classifier_loa
     if classifier and classifier_label(classifier) != label:
         load = classifier_loader_fn or classifier_loader(classifier)
         options.append(ModelOption(IMAGENET, classifier_label(classifier), load=load, threshold=0.1))
-    store = ModelStore(options, device, banner=banner)
+    store = ModelStore(options, device, banner=banner, banner_details=banner_details)
     store.get(VOC)
     return store
 

@@ -116,9 +116,10 @@ def kind_text(analysis):
     return f"softmax over {len(analysis.class_names)} classes"
 
 
-def scores_payload(analysis, c):
-    """The numbers the browser needs to rescore at any lambda and threshold, plus the server's
-    own rows at the controls' values (the reference, and what API clients read)."""
+def scores_payload(analysis, c, with_rows=True):
+    """The numbers the browser needs to rescore at any lambda and threshold, plus (with_rows)
+    the server's own rows at the controls' values (the reference, and what API clients read;
+    the page computes its own, and its upload call leaves them out)."""
     scores = scores_at(analysis, c.lam)
     names = list(analysis.class_names)
     index = {n: i for i, n in enumerate(names)}
@@ -129,7 +130,7 @@ def scores_payload(analysis, c):
         "top_k": c.top_k, "full_table_limit": FULL_TABLE_LIMIT, "max_tiles": MAX_HEATMAPS,
         "picked": [index[n] for n in c.picked if n in index],
         "threshold_logit": threshold_logit(c.threshold, analysis.kind),
-        "rows": score_rows(analysis, scores, c.threshold),
+        "rows": score_rows(analysis, scores, c.threshold) if with_rows else None,
     }
 
 
@@ -181,24 +182,24 @@ def weights_html(analysis, focus, c):
             f'<p>{render.pooling_weight_text(analysis, f, c.lam)}</p></div>')
 
 
-def upload(model, path, controls, model_key="", max_pixels=MAX_PIXELS, name=None):
+def upload(model, path, controls, model_key="", max_pixels=MAX_PIXELS, name=None, with_rows=True):
     """A new image: decode, run the network once, and what the first view needs (the numbers
     and the present classes' heatmap tiles). -> (Analysis, PageView)."""
     c = controls.clean()
     name = name or display_name(path)
     image = open_image(path, max_pixels, name)
     analysis = analyse(model, image, name=name, model_key=model_key, source=str(path))
-    return analysis, first_view(analysis, c)
+    return analysis, first_view(analysis, c, with_rows)
 
 
-def first_view(analysis, c):
+def first_view(analysis, c, with_rows=True):
     classes = shown(analysis, c)
     h, w = analysis.grid
     size = (f"{analysis.original_size[0]}×{analysis.original_size[1]} px, "
             if analysis.original_size else "")
     return PageView(
-        status=f"**{html.escape(analysis.name)}** — {size}{h}×{w} score maps, {kind_text(analysis)}.",
-        scores=scores_payload(analysis, c), heatmaps=tiles_payload(analysis, c, classes),
+        status=f"{analysis.name} — {size}{h}×{w} score maps, {kind_text(analysis)}.",  # plain text
+        scores=scores_payload(analysis, c, with_rows), heatmaps=tiles_payload(analysis, c, classes),
         focus=focus_class(analysis, c), shown=[analysis.class_names[i] for i in classes])
 
 

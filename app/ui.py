@@ -1,14 +1,21 @@
 """The Gradio page: components, layout and events. The work itself is in app/page.py,
-the browser side (scores at any lambda and threshold, chart, table, captions) in
-app/explorer.js.
+the browser side (the upload call, scores at any lambda and threshold, chart, table,
+captions, status line) in app/explorer.js.
 
-One ModelStore is shared by every session; each session keeps its own
-Analysis (the image's cached score maps) in a gr.State. Moving lambda or the
-threshold is answered in the browser; the server then sends, off the critical
-path, only the pictures the page does not hold yet. Handlers return
-{component: value} for what they change. Errors in an input (not an image, too
-many pixels, a model that cannot be loaded, a lambda that is not a number)
-become a one-line message in the page; the app keeps serving.
+An upload or an example click goes the shortest way: the page's script sends the file
+through Gradio's upload route and calls one server function of the scores view
+(analyse_file), whose answer holds the status, the numbers and the first heatmap tiles; no
+queue round trip, no preview fetch, no second answer. Gradio's image component stays for
+paste and the camera, and for API clients (api_name "analyse"). Both paths share one lock
+for the network (NETWORK_CONCURRENCY runs at a time) and the same checks.
+
+One ModelStore is shared by every session; each session's Analysis (the image's cached
+score maps) lives in a Sessions store (app/sessions.py) under Gradio's session hash, so the
+server function and the Gradio events see the same one. Moving lambda or the threshold is
+answered in the browser; the server then sends, off the critical path, only the pictures
+the page does not hold yet. Handlers return {component: value} for what they change. Errors
+in an input (not an image, too many pixels, a model that cannot be loaded, a lambda that is
+not a number) become a one-line message in the page; the app keeps serving.
 """
 import atexit
 import base64
@@ -17,18 +24,22 @@ import html
 import io
 import json
 import logging
+import threading
 import time
 import traceback
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from PIL import ImageOps
 
 import csra
 
-from . import page
+from . import page, render
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
 from .models import VOC, ModelUnavailable, model_info, model_info_markdown
+from .sessions import Sessions
 from .uploads import UploadGuard
 
 log = logging.getLogger("csra.app")
@@ -38,29 +49,68 @@ EXPLORER_JS = (Path(__file__).resolve().parent / "explorer.js").read_text()
 EXAMPLES = ["cat_and_person.jpg", "cat.jpg", "astronaut.jpg", "grace_hopper.jpg",
             "camera_gray.jpg", "coffee.jpg", "rocket.jpg"]
 MAX_FILE_SIZE = "20mb"
+MAX_FILE_BYTES = 20 * 1024 * 1024
 SESSION_TTL_S = 3600
 NETWORK_CONCURRENCY = 1   # network runs at a time (one GPU, or all CPU cores, per run)
 DRAWING_CONCURRENCY = 4   # picture requests at a time: no network, a few ms each
-PROMPT = "Upload, paste or take a picture, or click an example."
+THUMB_SIZE = 200          # example thumbnails (the buttons, and the preview when clicked)
+PROMPT = "Upload, drop or paste an image, take a picture, or click an example."
 
-# The explorer's two views: the browser fills them from the server's numbers (explorer.js).
+# The explorer's views: the browser fills them from the server's numbers (explorer.js).
 HEAD = f"<script>{EXPLORER_JS}</script>"
+UPLOAD_TEMPLATE = '<div class="csra-upload-root"></div>'
+UPLOAD_JS = "csraExplorer.mountUpload(element, server, upload, props.value);"
+STATUS_TEMPLATE = '<div class="csra-status-line" role="status" aria-live="polite"></div>'
+STATUS_JS = ("csraExplorer.mountStatus(element, props); watch('value', () => "
+             "csraExplorer.setStatus(props.value)); csraExplorer.setStatus(props.value);")
 SCORES_TEMPLATE = (
     '<div class="csra-explorer"><div class="csra-summary"></div><div class="csra-chart"></div>'
     '<details class="csra-table-box"><summary>Table: every class, most probable first</summary>'
     '<div class="csra-table"></div></details></div>')
-SCORES_JS = ("csraExplorer.mountScores(element); watch('value', () => "
+SCORES_JS = ("csraExplorer.mountScores(element, trigger); watch('value', () => "
              "csraExplorer.setData(props.value)); if (props.value) csraExplorer.setData(props.value);")
 TILES_TEMPLATE = '<div class="csra-tiles-root"></div>'
 TILES_JS = ("csraExplorer.mountTiles(element, trigger); watch('value', () => "
             "csraExplorer.setTiles(props.value)); if (props.value) csraExplorer.setTiles(props.value);")
 
 CSS = """
+/* contrast (WCAG AA, checked with axe in tests/test_app_a11y.py): Gradio's default theme
+   draws help text, footer links and the selected tab in colours too light on white */
+:root { --body-text-color-subdued: #5f5f6b; --color-accent: #c2410c; }
+.dark { --body-text-color-subdued: #a9a9b4; }
 #csra-status { min-height: 2.5em; }
-.csra-stale .csra-chart, .csra-stale .csra-table-box, .csra-stale .csra-tiles-root { opacity: 0.45; }
-.csra-stale .csra-summary { font-weight: bold; }
-.csra-banner { padding: 8px 12px; border-radius: 6px; background: #fff3cd; color: #664d03;
-               border: 1px solid #ffe69c; }
+@media (min-width: 1000px) {
+  #csra-main { display: grid; grid-template-columns: 4fr 5fr 6fr; grid-template-rows: auto 1fr;
+               align-items: start; }
+  #csra-col-image { grid-column: 1; grid-row: 1; }
+  #csra-col-controls { grid-column: 1; grid-row: 2; }
+  #csra-col-scores { grid-column: 2; grid-row: 1 / span 2; }
+  #csra-col-heatmaps { grid-column: 3; grid-row: 1 / span 2; }
+}
+.csra-status-line { white-space: pre-wrap; overflow-wrap: anywhere; }
+.csra-status-line.csra-message { color: #b02a37; }
+.csra-drop { display: flex; flex-direction: column; align-items: center; justify-content: center;
+             gap: 6px; min-height: 200px; border: 2px dashed var(--border-color-primary);
+             border-radius: 8px; cursor: pointer; padding: 8px; text-align: center;
+             background: var(--background-fill-secondary); }
+.csra-drop.csra-over { border-color: var(--color-accent); }
+.csra-drop:focus-within { outline: 2px solid var(--color-accent); outline-offset: 2px; }
+.csra-drop input[type=file] { position: absolute; width: 1px; height: 1px; opacity: 0; }
+.csra-drop img { max-width: 100%; max-height: 220px; object-fit: contain; }
+.csra-drop img[hidden] { display: none; }
+.csra-examples { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 8px; }
+.csra-examples p { width: 100%; margin: 0; font-size: 13px; }
+.csra-example { padding: 0; border: 1px solid var(--border-color-primary); border-radius: 4px;
+                background: none; cursor: pointer; width: 56px; height: 56px; }
+.csra-example:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
+.csra-example img { width: 100%; height: 100%; object-fit: cover; border-radius: 3px; display: block; }
+.csra-banner details { margin-top: 4px; font-size: 13px; }
+.csra-banner code { overflow-wrap: anywhere; white-space: normal; }
+.csra-explorer.csra-stale .csra-chart, .csra-explorer.csra-stale .csra-table-box,
+.csra-tiles-root.csra-stale { opacity: 0.45; }
+.csra-explorer.csra-stale .csra-summary { font-weight: bold; }
+.csra-banner { padding: 8px 12px; border-radius: 6px; background: #fff3cd; color: #523d02;
+               border: 1px solid #ffe69c; overflow-wrap: anywhere; }
 .csra-summary { margin-bottom: 6px; }
 .csra-note { color: #b02a37; }
 .csra-chart { width: 100%; overflow-x: auto; }
@@ -89,13 +139,14 @@ CSS = """
 .csra-table tr.present td { font-weight: bold; }
 .csra-tiles { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 200px), 1fr));
               gap: 10px; }
-.csra-tile { margin: 0; cursor: pointer; min-width: 0; border-radius: 4px; }
+.csra-tile { margin: 0; cursor: pointer; min-width: 0; border-radius: 4px; padding: 0; border: none;
+             background: none; text-align: left; color: inherit; font: inherit; }
 .csra-tile:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
 .csra-tile img, .csra-tile .csra-wait { display: block; width: 100%; max-width: 240px;
               aspect-ratio: 1 / 1; object-fit: contain; background: var(--background-fill-secondary);
               border-radius: 4px; }
 .csra-tile .csra-wait { display: flex; align-items: center; justify-content: center; }
-.csra-tile figcaption { font-size: 12px; margin-top: 3px; overflow-wrap: anywhere; }
+.csra-tile .csra-caption { display: block; font-size: 12px; margin-top: 3px; overflow-wrap: anywhere; }
 .csra-scale-legend { font-size: 12px; margin-bottom: 8px; }
 .csra-legend { flex-wrap: wrap; margin-top: 2px; }
 .csra-panels { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 220px), 1fr));
@@ -136,6 +187,30 @@ def example_paths(names=EXAMPLES, folder=ASSETS):
     return [str(folder / n) for n in names if (folder / n).is_file()]
 
 
+def example_thumbnails(paths, size=THUMB_SIZE):
+    """[{"name", "thumb": JPEG data URI}] for the page's example buttons."""
+    out = []
+    for path in paths:
+        image = ImageOps.contain(csra.load_image(path), (size, size))
+        out.append({"name": Path(path).name, "thumb": render.data_uri(np.asarray(image), 80)})
+    return out
+
+
+def threshold_info(model):
+    """What the threshold means for the model's kind of score (the slider's help line)."""
+    if model.score_kind == "softmax":
+        return ("softmax over all classes: the probabilities sum to 1, so even a clear "
+                "winner can stay well below 0.5")
+    return "sigmoid per class: each class is scored on its own"
+
+
+def banner_html(text, details=""):
+    """The banner: one plain sentence, the details folded away (both escaped)."""
+    more = (f"<details><summary>Details</summary>{html.escape(details)}</details>"
+            if details else "")
+    return f'<div class="csra-banner" role="alert">⚠️ {html.escape(text)}{more}</div>'
+
+
 def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     """The page for a ModelStore (see app/models.py)."""
     if downloads is None:
@@ -144,23 +219,42 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     first = store.get(VOC)
     first_names = list(first.class_names)
     examples = example_paths() if examples is None else examples
+    example_by_name = {Path(p).name: p for p in examples}
+    sessions = Sessions(ttl=SESSION_TTL_S)
+    network = threading.Semaphore(NETWORK_CONCURRENCY)
 
     def problem(err):
         text = str(err)
         gr.Warning(html.escape(text))
-        return f"⚠️ {html.escape(text)}"
+        return f"⚠️ {text}"
 
     def unexpected(err):
         log.error("unexpected error:\n%s", traceback.format_exc())
         return problem(f"internal error ({type(err).__name__}: {err}); the details are in "
                        "the server log — try another image")
 
-    def cleared():
-        return {state: None, scores: None, heatmaps: None, closeup: "", weights: ""}
+    def analyse_payload(payload, model_key, c, session, name=None, with_rows=True):
+        """(Analysis, PageView) for an image payload, with the network lock held for the run;
+        the analysis becomes the session's. Raises the page's one-line errors."""
+        source, shown_name = upload_source(payload, guard, session)
+        model = store.get(model_key)
+        start = time.perf_counter()
+        with network:
+            analysis, view = page.upload(model, source, c, model_key=model_key,
+                                         name=name or shown_name, with_rows=with_rows)
+        if not isinstance(source, str):
+            analysis.source = ""
+        view.status += f" Network + drawing {time.perf_counter() - start:.2f} s."
+        analysis.sent["status"] = view.status     # shown again once a message is resolved
+        sessions.put(session, analysis)
+        return analysis, view
 
-    def shown_view(view, analysis):
+    def cleared():
+        return {scores: None, heatmaps: None, closeup: "", weights: ""}
+
+    def shown_view(view):
         """{component: value} for the parts of a PageView that are set."""
-        out = {state: analysis}
+        out = {}
         for component, value in ((status, view.status), (scores, view.scores),
                                  (heatmaps, view.heatmaps), (closeup, view.closeup),
                                  (weights, view.weights)):
@@ -171,44 +265,74 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         return out
 
     def run_upload(payload, model_key, c, session, name=None):
-        """{component: value} for an uploaded image; errors become the page's status."""
+        """{component: value} for an image from Gradio's image box or the API."""
         try:
-            source, shown_name = upload_source(payload, guard, session)
-            if source is None:
+            if not payload:
                 return cleared()
-            model = store.get(model_key)
             start = time.perf_counter()
-            analysis, view = page.upload(model, source, c, model_key=model_key,
-                                         name=name or shown_name)
-            if not isinstance(source, str):
-                analysis.source = ""
-            view.status += f" _(network + drawing {time.perf_counter() - start:.2f} s)_"
-            analysis.sent["status"] = view.status     # shown again once a message is resolved
-            return {**shown_view(view, analysis), closeup: "", weights: ""}
+            analysis, view = analyse_payload(payload, model_key, c, session, name)
+            view.scores["handler_ms"] = round(1000 * (time.perf_counter() - start), 1)
+            return {**shown_view(view), closeup: "", weights: ""}
         except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
             return {**cleared(), status: problem(err), image: None}
         except Exception as err:  # never let one request take the page down
             return {**cleared(), status: unexpected(err)}
 
-    def on_image(analysis, payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
+    def analyse_file(data):
+        """The page's own upload call (explorer.js): data = {"path" (from Gradio's upload
+        route) and "name", or "example"; "model"; the controls; "session", Gradio's session
+        hash of the page, which a server function is not told}. One JSON answer with the
+        status, the numbers and the first tiles, or {"error": one line}, as JSON text."""
+        start = time.perf_counter()
+        try:
+            if not isinstance(data, dict) or not isinstance(data.get("session"), str) \
+                    or not data["session"]:
+                raise csra.ImageError("the page is out of date: reload it")
+            c = page.Controls(data.get("lam"), data.get("threshold"), data.get("top_k", 20),
+                              data.get("alpha", 0.5), data.get("scale", "global"),
+                              data.get("picked") or (), None)
+            if "example" in data:
+                name = str(data["example"])
+                if name not in example_by_name:
+                    raise csra.ImageError(f"{name}: no such file")
+                payload = {"path": example_by_name[name], "orig_name": name}
+            else:
+                payload = {"path": data.get("path"), "orig_name": data.get("name")}
+            key = store.key_for(data.get("model") or VOC)
+            analysis, view = analyse_payload(payload, key, c.clean(), data["session"],
+                                             with_rows=False)
+        except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
+            return json.dumps({"error": str(err)})
+        except Exception as err:
+            return json.dumps({"error": unexpected(err).removeprefix("⚠️ ")})
+        view.scores["handler_ms"] = handler_ms = round(1000 * (time.perf_counter() - start), 1)
+        # one JSON text: FastAPI would otherwise walk the thousands of numbers in Python
+        # (jsonable_encoder) before serialising them
+        return json.dumps({"status": view.status, "scores": view.scores, "heatmaps": view.heatmaps,
+                           "focus": view.focus, "handler_ms": handler_ms}, separators=(",", ":"))
+
+    def on_image(payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
                  picked_v, request: gr.Request):
         if not payload:
             return cleared()
         key = store.key_for(model_label)
         c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), None)
+        analysis = sessions.get(request.session_hash)
         if (analysis is not None and isinstance(payload, dict) and payload.get("path")
                 and analysis.source == str(payload["path"]) and analysis.model_key == key):
             try:   # the same file again (the image box may report one upload twice): no rerun
                 view = page.first_view(analysis, c.clean())
                 view.status = analysis.sent.get("status", view.status)
-                return shown_view(view, analysis)
+                return shown_view(view)
             except page.BadControl as err:
                 return {**cleared(), status: problem(err)}
         return run_upload(payload, key, c, request.session_hash)
 
-    def on_changes(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v):
+    def on_changes(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
+                   request: gr.Request):
+        analysis = sessions.get(request.session_hash)
         if analysis is None:
-            return {state: gr.skip()}   # (Gradio reads an empty dict as one value)
+            return {status: gr.skip()}   # (Gradio reads an empty dict as one value)
         try:
             c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), focus_v)
             view = page.changes(analysis, c)
@@ -218,23 +342,25 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         except Exception as err:
             analysis.sent["status_is_message"] = True
             return {status: unexpected(err)}
-        out = shown_view(view, analysis)
+        out = shown_view(view)
         if analysis.sent.pop("status_is_message", False):
             out[status] = analysis.sent.get("status", "")
         if view.focus == focus_v:
             out.pop(focus)
-        return out
+        return out or {status: gr.skip()}   # (Gradio reads an empty dict as one value)
 
-    def on_tile_select(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
-                       evt: gr.SelectData):
+    def on_tile_select(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+                       evt: gr.SelectData, request: gr.Request):
+        analysis = sessions.get(request.session_hash)
         if analysis is None or evt.value not in analysis.class_names:
-            return {state: gr.skip()}
-        out = on_changes(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
-                         evt.value)
+            return {status: gr.skip()}
+        out = on_changes(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, evt.value,
+                         request)
         return {**out, focus: gr.update(value=evt.value), tabs: gr.Tabs(selected="closeup")}
 
-    def on_model(model_label, analysis, top_k_v, alpha_v, scale_v, request: gr.Request):
+    def on_model(model_label, top_k_v, alpha_v, scale_v, request: gr.Request):
         key = store.key_for(model_label)
+        analysis = sessions.get(request.session_hash)
         try:
             model = store.get(key)
         except ModelUnavailable as err:
@@ -245,18 +371,23 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         names = list(model.class_names)
         lam_v = float(model.lam)
         c = page.Controls(lam_v, option.threshold, top_k_v, alpha_v, scale_v, (), None)
-        out = {state: None, scores: None, heatmaps: None, closeup: "", weights: "",
-               status: f"Model: {html.escape(option.label)}. Upload an image or click an example."}
+        out = {scores: None, heatmaps: None, closeup: "", weights: "",
+               status: f"Model: {option.label}. Upload an image or click an example."}
         if analysis is not None and analysis.source:
             out = run_upload({"path": analysis.source}, key, c, request.session_hash,
                              name=analysis.name)
-        return {**out, lam: gr.update(value=lam_v), threshold: gr.update(value=option.threshold),
+        else:
+            sessions.drop(request.session_hash)
+        return {**out, lam: gr.update(value=lam_v),
+                threshold: gr.update(value=option.threshold, info=threshold_info(model)),
                 top_k: gr.update(visible=len(names) > page.FULL_TABLE_LIMIT),
                 picked: gr.update(choices=names, value=[]),
                 focus: gr.update(choices=names, value=out[focus]["value"] if focus in out else None),
                 info: model_info_markdown(model, store.device)}
 
-    def on_downloads(analysis, lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v):
+    def on_downloads(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
+                     request: gr.Request):
+        analysis = sessions.get(request.session_hash)
         if analysis is None:
             gr.Warning("Nothing to download yet: upload an image first.")
             return {files: gr.skip()}
@@ -269,30 +400,51 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                                        c.threshold, page.download_pictures(analysis, c),
                                        model_info(analysis.model, store.device))}
 
+    def forget(request: gr.Request):
+        """The page was closed: its analysis goes."""
+        sessions.drop(request.session_hash)
+
+    first_threshold = store.option(VOC).threshold
     with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
         guard = UploadGuard(examples, demo.GRADIO_CACHE, received=lambda: demo.upload_file_set)
-        state = gr.State(None, time_to_live=SESSION_TTL_S)
         if store.banner:  # e.g. why the VOC model is not served (app/weights.py)
-            gr.HTML(f'<div class="csra-banner" role="alert">⚠️ {html.escape(store.banner)}</div>',
-                    elem_id="csra-banner")
+            gr.HTML(banner_html(store.banner, store.banner_details), elem_id="csra-banner")
         gr.Markdown(
-            f"## {title}: what does CSRA see?\n"
+            f"# {title}: what does CSRA see?\n"
             "Class-specific residual attention (Zhu & Wu, ICCV 2021) scores every class from its "
             "own score map: an average over all positions plus λ times an attention-weighted sum. "
             "Upload an image, then move λ.")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=4, min_width=300):
-                image = gr.Image(type="filepath", image_mode=None, label="Image", height=240,
-                                 sources=["upload", "clipboard", "webcam"], elem_id="csra-image")
-                if examples:
-                    gr.Examples(examples=[[p] for p in examples], inputs=[image],
-                                label="Examples (click one)", examples_per_page=len(examples))
+        # The order is the phone's: the image, the results, then the controls. On a wide screen
+        # CSS puts the controls under the image, beside the results (#csra-main).
+        with gr.Row(equal_height=False, elem_id="csra-main"):
+            with gr.Column(scale=4, min_width=300, elem_id="csra-col-image"):
+                start = {"lam": float(first.lam), "threshold": first_threshold, "top_k": 20,
+                         "model": store.label_for(VOC)}
+                upload = gr.HTML({"examples": example_thumbnails(examples),
+                                  "max_bytes": MAX_FILE_BYTES, "controls": start},
+                                 html_template=UPLOAD_TEMPLATE, js_on_load=UPLOAD_JS, head=HEAD,
+                                 server_functions=[analyse_file], elem_id="csra-upload")
+                with gr.Accordion("Paste an image or use the camera", open=False):
+                    image = gr.Image(type="filepath", image_mode=None, label="Paste or camera",
+                                     height=240, sources=["clipboard", "webcam"],
+                                     elem_id="csra-image")
+            with gr.Column(scale=5, min_width=300, elem_id="csra-col-scores"):
+                status = gr.HTML(PROMPT, html_template=STATUS_TEMPLATE, js_on_load=STATUS_JS,
+                                 head=HEAD, elem_id="csra-status")
+                scores = gr.HTML(None, html_template=SCORES_TEMPLATE, js_on_load=SCORES_JS,
+                                 head=HEAD, elem_id="csra-scores")
+            with gr.Column(scale=6, min_width=300, elem_id="csra-col-heatmaps"):
+                gr.Markdown("**Heatmaps** of the present classes — click one to look closer")
+                heatmaps = gr.HTML(None, html_template=TILES_TEMPLATE, js_on_load=TILES_JS,
+                                   head=HEAD, elem_id="csra-heatmaps")
+            with gr.Column(scale=4, min_width=300, elem_id="csra-col-controls"):
                 lam = gr.Slider(0.0, 1.0, value=float(first.lam), step=0.01,
                                 label="λ (lambda): weight of the attention part",
                                 elem_id="csra-lambda")
-                threshold = gr.Slider(0.0, 1.0, value=0.5, step=0.01,
-                                      label="threshold: a class is present when p ≥ this",
-                                      elem_id="csra-threshold")
+                threshold = gr.Slider(
+                    0.0, 1.0, value=first_threshold, step=0.01, elem_id="csra-threshold",
+                    label="threshold: a class is present when p ≥ this",
+                    info=threshold_info(first))
                 top_k = gr.Slider(5, 100, value=20, step=1, label="table rows (top-k classes)",
                                   visible=len(first_names) > page.FULL_TABLE_LIMIT,
                                   elem_id="csra-topk")
@@ -304,15 +456,8 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                     picked = gr.Dropdown(first_names, value=[], multiselect=True,
                                          max_choices=page.MAX_PICKED, elem_id="csra-picked",
                                          label=f"also show these classes (up to {page.MAX_PICKED})")
-                model_choice = gr.Radio(store.labels, value=store.label_for(VOC), label="Model")
-            with gr.Column(scale=5, min_width=300):
-                status = gr.Markdown(PROMPT, elem_id="csra-status")
-                scores = gr.HTML(None, html_template=SCORES_TEMPLATE, js_on_load=SCORES_JS,
-                                 head=HEAD, elem_id="csra-scores")
-            with gr.Column(scale=6, min_width=300):
-                gr.Markdown("**Heatmaps** of the present classes — click one to look closer")
-                heatmaps = gr.HTML(None, html_template=TILES_TEMPLATE, js_on_load=TILES_JS,
-                                   head=HEAD, elem_id="csra-heatmaps")
+                model_choice = gr.Radio(store.labels, value=store.label_for(VOC), label="Model",
+                                        elem_id="csra-model")
         with gr.Tabs(selected="closeup") as tabs:
             with gr.Tab("One class up close", id="closeup"):
                 focus = gr.Dropdown(first_names, value=None, label="class", elem_id="csra-focus")
@@ -335,40 +480,40 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         # message rather than Gradio's error
         drawing = dict(concurrency_id="drawing", concurrency_limit=DRAWING_CONCURRENCY,
                        show_progress="hidden", preprocess=False)
-        # lambda, threshold and rows: answered in the browser, no server round trip
-        lam.change(None, [lam], None, js="(v) => { csraExplorer.setControls({lam: v}); }")
-        threshold.change(None, [threshold], None,
-                         js="(v) => { csraExplorer.setControls({thr: v}); }")
-        top_k.change(None, [top_k], None, js="(v) => { csraExplorer.setControls({topk: v}); }")
+        # every control is known to the browser: lambda, threshold and rows are answered
+        # there, and the page's own upload call sends them all
+        for component, key in ((lam, "lam"), (threshold, "thr"), (top_k, "topk"), (alpha, "alpha"),
+                               (scale, "scale"), (picked, "picked"), (model_choice, "model")):
+            component.change(None, [component], None,
+                             js=f"(v) => {{ csraExplorer.setControls({{{key}: v}}); }}")
 
-        # Gradio's progress overlay is hidden on the upload: its animation, drawn by the browser
-        # on the same cores as the network, made an upload 0.1-0.25 s slower on a 2-core
-        # machine (bench/browser_latency.py). Instead the summary says "Analysing the image…"
-        # and the old results are dimmed, both still (explorer.js).
+        # Paste and camera: Gradio's image box. No progress overlay (its animation competes
+        # with the network for the cores): the summary says "Analysing the image…" instead.
         image.change(None, [image], None, js="(v) => { csraExplorer.analysing(v); }")
-        image.clear(None, None, [status], js=f"() => {json.dumps(PROMPT)}")
-        image.change(on_image, [state, image, model_choice, *controls],
-                     [state, status, scores, heatmaps, closeup, weights, focus, image],
+        image.change(on_image, [image, model_choice, *controls],
+                     [status, scores, heatmaps, closeup, weights, focus, image],
                      api_name="analyse", concurrency_id="network", preprocess=False,
-                     show_progress="hidden", trigger_mode="once").then(
-            on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
-            api_visibility="private", **drawing)
+                     show_progress="hidden", trigger_mode="once")
+        # new numbers on the page (any path): the close-up, the pooling weights and any tile
+        # the page lacks, after the first view is drawn
+        scores.change(on_changes, [*controls, focus], [status, heatmaps, closeup, weights, focus],
+                      api_visibility="private", trigger_mode="always_last", **drawing)
         # pictures the page does not hold yet: off the critical path, newest request only
         gr.on([lam.release, threshold.release, alpha.release, scale.input, picked.input, focus.input],
-              on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
+              on_changes, [*controls, focus], [status, heatmaps, closeup, weights, focus],
               api_name="refresh", trigger_mode="always_last", **drawing)
-        heatmaps.select(on_tile_select, [state, *controls],
-                        [state, status, heatmaps, closeup, weights, focus, tabs],
+        heatmaps.select(on_tile_select, [*controls],
+                        [status, heatmaps, closeup, weights, focus, tabs],
                         api_visibility="private", **drawing)
-        model_choice.input(on_model, [model_choice, state, top_k, alpha, scale],
-                           [state, model_choice, lam, threshold, top_k, picked, focus, info,
+        model_choice.input(on_model, [model_choice, top_k, alpha, scale],
+                           [model_choice, lam, threshold, top_k, picked, focus, info,
                             status, scores, heatmaps, closeup, weights, image],
-                           api_name="choose_model", concurrency_id="network").then(
-            on_changes, [state, *controls, focus], [state, status, heatmaps, closeup, weights, focus],
-            api_visibility="private", **drawing)
-        download_button.click(on_downloads, [state, *controls, focus], [files, status],
+                           api_name="choose_model", concurrency_id="network")
+        download_button.click(on_downloads, [*controls, focus], [files, status],
                               api_name="downloads", concurrency_id="drawing",
                               concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)
+        demo.unload(forget)
+    demo.csra_sessions = sessions   # for tests and benches: the analyses held
     return demo
 
 

@@ -36,7 +36,8 @@ class NoWeights(RuntimeError):
 class Choice:
     source: str       # path or URL handed to csra.load_checkpoint, or the embedded model's name
     reason: str       # why this one, for the log
-    banner: str = ""  # plain text for the top of the page when the VOC model is not served and why
+    banner: str = ""  # one plain sentence for the top of the page when the VOC model is not served
+    details: str = ""  # why not, in full (download error, cache path): folded under the banner
 
 
 def newest_run_checkpoint(root="."):
@@ -78,11 +79,10 @@ def _official_model(offline):
         return None, f"the cached file cannot be read: {err}"
 
 
-def fallback_banner(why):
-    return (f"Serving the embedded ImageNet classifier (EfficientNet-Lite0 + CSRA, no training, "
-            f"1000 ImageNet classes), not the VOC CSRA model: {why}. "
-            f"To get the VOC model, run once with internet: {GET_VOC_COMMAND} "
-            "(or train your own: python -m training.train), then restart the app.")
+def fallback_banner():
+    """One sentence: what is served, and the one command that gets the VOC model."""
+    return ("Serving the embedded ImageNet classifier (EfficientNet-Lite0 + CSRA, no training), "
+            f"not the VOC model; to get it, run once with internet: {GET_VOC_COMMAND}")
 
 
 def load_served_model(weights=None, root=".", offline=None):
@@ -117,4 +117,4 @@ def load_served_model(weights=None, root=".", offline=None):
             from None
     return model, Choice(EMBEDDED, f"the embedded ImageNet classifier, because {why}. To get the VOC "
                                    f"model run once with internet: {GET_VOC_COMMAND}",
-                         banner=fallback_banner(why))
+                         banner=fallback_banner(), details=f"Why: {why}.")

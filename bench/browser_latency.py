@@ -46,15 +46,17 @@ import csra  # noqa: E402
 from csra.device import DEVICE_CHOICES  # noqa: E402
 from app.inference import score_maps  # noqa: E402
 from app.models import VOC, default_store, device_text  # noqa: E402
+from app.weights import EMBEDDED_LAM  # noqa: E402
 from app.ui import EXAMPLES, build_demo, example_paths, launch  # noqa: E402
 
 CHROMIUM = os.environ.get("CSRA_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu"]
 
 WATCH_UPLOAD = """(name) => { window.__upload = new Promise((done) => {
-    const input = document.querySelector('#csra-image input[type=file]');
-    let t0 = null, scores = null, tile = null;
-    const finish = () => { if (scores !== null && tile !== null) { observer.disconnect(); done({scores: scores - t0, tile: tile - t0}); } };
+    const input = document.querySelector('#csra-upload input[type=file]');
+    let t0 = null, scores = null, tile = null, handler = null, parts = null;
+    const finish = () => { if (scores !== null && tile !== null) { observer.disconnect();
+        done({scores: scores - t0, tile: tile - t0, handler, parts}); } };
     input.addEventListener('change', () => { t0 = performance.now(); }, {capture: true, once: true});
     const observer = new MutationObserver(() => {
         if (t0 === null) return;
@@ -66,6 +68,7 @@ WATCH_UPLOAD = """(name) => { window.__upload = new Promise((done) => {
     window.addEventListener('csra-drawn', function on() {
         if (t0 !== null && csraExplorer.state.data?.name === name) {
             scores = performance.now(); window.removeEventListener('csra-drawn', on);
+            handler = csraExplorer.state.data.handler_ms; parts = csraExplorer.state.timing;
             if (document.querySelector('#csra-heatmaps .csra-tile img') && tile === null) tile = scores;
             finish();
         }
@@ -120,15 +123,21 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--events", type=int, default=12, help="timed events of each kind (>= 10)")
     p.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    p.add_argument("--backbone", default="resnet101", help="default resnet101 (the issue's target)")
-    p.add_argument("--image-size", type=int, default=448)
+    p.add_argument("--model", default="embedded", choices=("embedded", "resnet101"),
+                   help="embedded (default): what python app.py serves on a fresh install; "
+                        "resnet101: the VOC recipe's network at 448 px, random weights")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     device = csra.pick_device(args.device)
     torch.manual_seed(0)
-    model = csra.build_model(args.backbone, num_classes=20, image_size=args.image_size,
-                             class_names=csra.VOC_CLASSES).eval()
+    if args.model == "embedded":
+        model = csra.from_classifier("efficientnet_lite0", lam=EMBEDDED_LAM).eval()
+        what = "embedded efficientnet_lite0 + CSRA (ImageNet, 1000 classes)"
+    else:
+        model = csra.build_model("resnet101", num_classes=20, image_size=448,
+                                 class_names=csra.VOC_CLASSES).eval()
+        what = "resnet101 + CSRA, 448 px, random weights"
     store = default_store(model, classifier=None, device=device)
     demo = build_demo(store, examples=[])
     port = free_port()
@@ -158,7 +167,7 @@ def main(argv=None):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(url, wait_until="commit")
                 page.wait_for_function("() => window.csraExplorer && "
-                                       "document.querySelector('#csra-image input[type=file]')")
+                                       "document.querySelector('#csra-upload input[type=file]')")
                 loads.append(page.evaluate("() => performance.now()"))  # since navigation start
                 page.close()
             rows.append(summary("page load", loads))
@@ -169,18 +178,29 @@ def main(argv=None):
             box = page.locator("#csra-threshold input[type=number]")
             box.fill("0.3")
             box.press("Enter")
-            upload_scores, upload_tile, backbone = [], [], []
+            upload_scores, upload_tile, backbone, handler, overhead = [], [], [], [], []
+            parts = {}     # the page's own split of an upload (explorer.js, state.timing)
             for i, path in enumerate(uploads):
                 page.evaluate(WATCH_UPLOAD, path.name)
-                page.locator("#csra-image input[type=file]").set_input_files(str(path))
+                page.locator("#csra-upload input[type=file]").set_input_files(str(path))
                 t = page.evaluate("window.__upload")
                 time.sleep(1.0)                   # the chained requests (close-up) finish
                 if i:                                            # the first one warms up
                     upload_scores.append(t["scores"])
                     upload_tile.append(t["tile"])
+                    handler.append(t["handler"])
+                    overhead.append(t["scores"] - t["handler"])
+                    for key, value in (t["parts"] or {}).items():
+                        parts.setdefault(key, []).append(value)
                     backbone.append(forward_ms(path))            # page open, idle
             rows += [summary("upload -> scores", upload_scores),
-                     summary("upload -> first heatmap", upload_tile)]
+                     summary("upload -> first heatmap", upload_tile),
+                     summary("handler (server)", handler),
+                     summary("overhead", overhead),
+                     summary("first heatmap - handler", np.subtract(upload_tile, handler))]
+            labels = {"upload_ms": "  file -> Gradio upload", "call_ms": "  analyse call (server)",
+                      "draw_ms": "  drawing (browser)"}
+            rows += [summary(labels[k], v) for k, v in parts.items() if k in labels]
 
             lam_scores, lam_chart, thr_table = [], [], []
             for i in range(args.events + 1):
@@ -200,17 +220,20 @@ def main(argv=None):
         demo.close()
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"{args.backbone} + CSRA, {args.image_size} px, random weights; device {device_text(device)}; "
-          f"Chromium 1400x1000; torch {torch.__version__}")
+    print(f"{what}; device {device_text(device)}; Chromium 1400x1000; torch {torch.__version__}")
     print(f"{'event':<26}{'median ms':>11}{'p90 ms':>10}{'n':>5}")
     for name, median, p90, n in rows:
         print(f"{name:<26}{median:>11.1f}{p90:>10.1f}{n:>5}")
     by = {name: median for name, median, _, _ in rows}
+    p90s = {name: p90 for name, _, p90, _ in rows}
     upload_ms = max(by["upload -> scores"], by["upload -> first heatmap"])
     lambda_ms = max(by["lambda -> scores"], by["lambda -> chart"])
     backbone_ms = by["backbone (page open)"]
     print(f"RESULT upload_ms={upload_ms:.0f} lambda_ms={lambda_ms:.1f} "
-          f"backbone_ms={backbone_ms:.0f} ratio={upload_ms / backbone_ms:.2f}")
+          f"backbone_ms={backbone_ms:.0f} ratio={upload_ms / backbone_ms:.2f} "
+          f"overhead_ms={by['overhead']:.0f} overhead_p90_ms={p90s['overhead']:.0f} "
+          f"handler_ms={by['handler (server)']:.0f} "
+          f"heatmap_minus_handler_ms={by['first heatmap - handler']:.0f}")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_app(classifier_weights, num_classes=20, class_names=None, banner=""):
+def start_app(classifier_weights, num_classes=20, class_names=None, banner="", banner_details=""):
     """Serve a tiny random ResNet-18 CSRA model (VOC's 20 classes unless told otherwise); the
     ImageNet option loads resnet18 weights from classifier_weights, a file the tests create
     when they want it to work (missing file = 'cannot load'). Counts backbone runs."""
@@ -44,7 +44,7 @@ def start_app(classifier_weights, num_classes=20, class_names=None, banner=""):
     store = default_store(model, classifier="resnet18", classifier_loader_fn=lambda: csra.from_classifier(
         "resnet18", pretrained=str(classifier_weights), image_size=64, offline=True))
     if banner:
-        store.banner = banner
+        store.banner, store.banner_details = banner, banner_details
     demo = build_demo(store)
     port = free_port()
     launch(demo, port=port, prevent_thread_lock=True, quiet=True)

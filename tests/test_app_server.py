@@ -180,7 +180,7 @@ def test_bad_lambda_on_refresh_gets_a_message(client):
     assert out["status"] == "⚠️ λ must be between 0 and 1, got 5.0"
     assert all(updated(out[k]) is None for k in ("heatmaps", "closeup", "weights"))
     fixed = refresh(client, lam=0.5)                       # a good value clears the message
-    assert fixed["status"].startswith("**cat.jpg**") and "0.50" in fixed["weights"]
+    assert fixed["status"].startswith("cat.jpg — ") and "0.50" in fixed["weights"]
 
 
 def make_png(width, height):

@@ -98,7 +98,7 @@ def raw_analyse(app, value, session):
     """queue/join for the analysis event with this image value; the event's output list, or
     Gradio's own error text where Gradio refused the value before our handler."""
     fn = next(i for i, f in app.demo.fns.items() if f.api_name == "analyse")
-    data = [None, value, "VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", []]
+    data = [value, "VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", []]
     r = httpx.post(app.url + "gradio_api/queue/join", timeout=60,
                    json={"data": data, "fn_index": fn, "session_hash": session})
     r.raise_for_status()
@@ -122,11 +122,11 @@ def raw_upload(app, path):
 
 
 def status_of(output):
-    return output[1]
+    return output[0]
 
 
 def scores_of(output):
-    return output[2]
+    return output[1]
 
 
 def file_value(path, name=None, marked=False):
@@ -169,3 +169,41 @@ def test_raw_api_reads_only_the_sessions_own_uploads(app, tmp_path):
     # the examples stay open to everyone
     example = raw_analyse(app, file_value(CAT), "attacker")
     assert scores_of(example) and "cat.jpg" in status_of(example)
+
+
+def raw_analyse_file(app, data, session):
+    """The page's own upload call (the scores view's server function), as a raw request."""
+    upload_view = next(b for b in app.demo.blocks.values()
+                       if getattr(b, "elem_id", None) == "csra-upload")
+    r = httpx.post(app.url + "gradio_api/component_server", timeout=120,
+                   json={"data": {"lam": 0.1, "threshold": 0.5, **data, "session": session},
+                         "component_id": upload_view._id,
+                         "fn_name": "analyse_file", "session_hash": session})
+    r.raise_for_status()
+    return json.loads(r.json())
+
+
+def test_the_pages_own_upload_call_is_guarded_the_same_way(app, tmp_path):
+    outside = tmp_path / "private.jpg"
+    shutil.copy(COFFEE, outside)
+    mine = tmp_path / "mine2.png"
+    Image.open(COFFEE).transpose(Image.Transpose.ROTATE_270).save(mine)
+    uploaded = raw_upload(app, mine)
+    before = app.calls["backbone"]
+    refused = [raw_analyse_file(app, {"path": str(outside), "name": "x.jpg"}, "attacker"),
+               raw_analyse_file(app, {"path": "/etc/passwd", "name": "x.jpg"}, "attacker"),
+               raw_analyse_file(app, {"example": "../../etc/passwd"}, "attacker"),
+               raw_analyse_file(app, {"path": f"{Path(uploaded).parent}/../../{outside}",
+                                      "name": "x.jpg"}, "attacker")]
+    own = raw_analyse_file(app, {"path": uploaded, "name": "mine2.png"}, "owner")
+    assert own["scores"]["name"] == "mine2.png" and own["heatmaps"]["tiles"] is not None
+    assert own["handler_ms"] > 0 and "error" not in own
+    refused.append(raw_analyse_file(app, {"path": uploaded, "name": "x.jpg"}, "attacker"))
+    assert refused[0] == {"error": "x.jpg: no such file"}
+    assert refused[2] == {"error": "../../etc/passwd: no such file"}
+    assert all(r == refused[0] for r in refused[1:2] + refused[3:]), refused
+    assert app.calls["backbone"] == before + 1
+    example = raw_analyse_file(app, {"example": "cat.jpg"}, "attacker")
+    assert example["scores"]["name"] == "cat.jpg"
+    assert raw_analyse_file(app, {"example": "cat.jpg"}, "") == {
+        "error": "the page is out of date: reload it"}

@@ -51,9 +51,12 @@ def test_offline_without_runs_or_cache_serves_the_embedded_model_and_says_why(tm
     assert choice.source == EMBEDDED and model.config.backbone == "efficientnet_lite0"
     assert model.config.num_classes == 1000 and model.config.variant == "classifier"
     cached = torch_home / "hub" / "checkpoints" / Path(MMPRETRAIN_VOC07_URL).name
-    for text in (choice.banner, choice.reason):     # what is served, why not VOC, how to get it
-        assert "CSRA_OFFLINE" in text and str(cached) in text and GET_VOC_COMMAND in text
-    assert "EfficientNet-Lite0" in choice.banner
+    for text in (choice.details, choice.reason):    # why not VOC, in full
+        assert "CSRA_OFFLINE" in text and str(cached) in text
+    assert GET_VOC_COMMAND in choice.reason
+    # the banner is one sentence: what is served and the one command that gets the VOC model
+    assert choice.banner.count(". ") == 0 and "EfficientNet-Lite0" in choice.banner
+    assert choice.banner.endswith(GET_VOC_COMMAND) and str(cached) not in choice.banner
     assert not cached.exists()                                      # nothing was downloaded
 
 
@@ -66,7 +69,7 @@ def test_without_internet_the_failed_download_is_the_reason(tmp_path, monkeypatc
         raise csra.DownloadError("could not download checkpoint (Name or service not known)")
     monkeypatch.setattr(csra, "get_model", no_internet)
     model, choice = load_served_model(root=tmp_path)
-    assert choice.source == EMBEDDED and "Name or service not known" in choice.banner
+    assert choice.source == EMBEDDED and "Name or service not known" in choice.details
     assert GET_VOC_COMMAND in choice.banner
 
 
@@ -77,7 +80,7 @@ def test_a_broken_run_checkpoint_is_skipped_with_the_reason(tmp_path, monkeypatc
     broken.write_bytes(b"PK\x03\x04 cut short")
     model, choice = load_served_model(root=tmp_path, offline=True)
     assert choice.source == EMBEDDED
-    assert "newest training run cannot be read" in choice.banner and str(broken) in choice.banner
+    assert "newest training run cannot be read" in choice.details and str(broken) in choice.details
 
 
 def test_without_the_embedded_package_the_message_says_how_to_get_weights(tmp_path, monkeypatch):
