@@ -24,14 +24,15 @@ from .preprocess import load_image
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def find_images(paths):
-    """(image files, paths that do not exist). Folders are searched recursively by extension,
-    skipping hidden files and folders; a file named on the command line is always tried."""
+def find_images(paths, extensions=IMAGE_EXTENSIONS):
+    """(image files, paths that do not exist). Folders are searched recursively by extension
+    (`extensions`; csra.predict adds the video ones), skipping hidden files and folders; a file
+    named on the command line is always tried."""
     files, missing, seen = [], [], set()
     for path in map(Path, paths):
         if path.is_dir():
             found = sorted(f for f in path.rglob("*")
-                           if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()
+                           if f.suffix.lower() in extensions and f.is_file()
                            and not any(part.startswith(".") for part in f.relative_to(path).parts))
         elif path.exists():
             found = [path]

@@ -42,11 +42,48 @@ def load_image(source, max_pixels=MAX_PIXELS):
     except IsADirectoryError:
         raise ImageError(f"{name}: is a folder, not an image") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (unknown or unsupported format)") from None
+        raise ImageError(not_an_image(source, f"{name}: not an image (unknown or unsupported format)")) from None
     except Image.DecompressionBombError:
         raise ImageError(f"{name}: too many pixels (decompression bomb guard)") from None
     except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{name}: cannot decode image, truncated or corrupt ({err})") from None
+        raise ImageError(not_an_image(source, f"{name}: cannot decode image, truncated or corrupt ({err})")) from None
+
+
+def not_an_image(source, message):
+    """`message`, or that `source` is a video when its first bytes say so."""
+    container = video_format(source) if isinstance(source, (str, os.PathLike)) else None
+    if container:
+        return f"{_named(source)}: a video ({container}), not a still image (csra.video.predict_video reads it)"
+    return message
+
+
+def video_format(path):
+    """The video container a file's first bytes announce ('MP4', 'AVI', ...), or None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        if brand in (b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"):
+            return None  # AVIF/HEIF stills share the MP4 box format
+        return "QuickTime" if brand == b"qt  " else "MP4"
+    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):
+        return "QuickTime"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    if head[:4] == b"\x1aE\xdf\xa3":
+        return "Matroska/WebM"
+    if head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3"):
+        return "MPEG"
+    if head[:8] == b"\x30\x26\xb2\x75\x8e\x66\xcf\x11":
+        return "ASF/WMV"
+    if head[:3] == b"FLV":
+        return "FLV"
+    if head[:4] == b"OggS":
+        return "Ogg"
+    return None
 
 
 def to_rgb(image):
