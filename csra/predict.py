@@ -2,16 +2,19 @@
 
     python -m csra.predict photos/ extra.jpg --weights runs/x/best.pth --out preds.csv
     python -m csra.predict photos/ --classifier resnet50 --lam 0.2 --threshold 0.2
+    python -m csra.predict clip.mp4 --classifier efficientnet_lite0 --out scores.csv --heatmaps overlay.mp4
 
-Folders are searched recursively for image files. Every image gets one row
-with a score for every class and its predicted labels (score >= threshold).
+Folders are searched recursively for image and video files. Every image gets one row
+with a score for every class and its predicted labels (score >= threshold); every
+(--every N-th) frame of a video gets one such row too (csra/video.py).
 Scores are sigmoid probabilities for CSRA models (multi-label: each class on
 its own) and softmax probabilities over the 1000 classes for an ImageNet
 classifier wrapped with --classifier (single-label: they sum to 1, so at most
 one class can reach a threshold of 0.5).
 
 Files that cannot be read are reported on stderr and skipped. Exit code:
-0 all images predicted, 1 some could not be read, 2 bad arguments or weights.
+0 all images predicted, 1 some could not be read, 2 bad arguments or weights, or a video
+that cannot be used (corrupt, too long, a still image under a video's name or the reverse).
 """
 import argparse
 import csv
@@ -19,6 +22,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import arguments
+from . import arguments, video
 from .atomic import atomic_path
 from .checkpoint import load_checkpoint
 from .classifier import from_classifier
@@ -48,12 +52,15 @@ class Prediction:
     path: Path
     scores: np.ndarray  # (num_classes,) probabilities
     labels: list = field(default_factory=list)  # class names with score >= threshold, best first
+    frame: int = None  # a video's frame: its index and time in seconds (None for an image)
+    time: float = None
 
 
 @dataclass
 class Failure:
     path: Path
     message: str
+    exit_code: int = 1  # 2 for a video that cannot be used
 
 
 # ---------------------------------------------------------------- model
@@ -137,16 +144,18 @@ def write_csv(path, predictions, class_names):
     """One row per image: image, labels (';'-separated, best first), one score column per class."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["image", "labels", *class_names])
+        frames = has_frames(predictions)
+        writer.writerow(["image", *(["frame", "time_s"] if frames else []), "labels", *class_names])
         for p in predictions:
-            writer.writerow([shown(p.path), ";".join(p.labels), *(f"{s:.6f}" for s in p.scores)])
+            writer.writerow([shown(p.path), *(frame_cells(p) if frames else []), ";".join(p.labels),
+                             *(f"{s:.6f}" for s in p.scores)])
 
 
 def write_json(path, predictions, failures, class_names, about):
     data = {
         **about,
         "classes": list(class_names),
-        "predictions": [{"image": shown(p.path), "labels": p.labels,
+        "predictions": [{"image": shown(p.path), **frame_fields(p), "labels": p.labels,
                          "scores": {n: float(s) for n, s in zip(class_names, p.scores)}}
                         for p in predictions],
         "failed": [{"image": shown(f.path), "error": shown(f.message)} for f in failures],
@@ -158,7 +167,7 @@ def write_json(path, predictions, failures, class_names, about):
 def print_table(predictions, class_names, file=None):
     """image | labels with scores (or the best class when none reaches the threshold)."""
     file = file or sys.stdout
-    width = max([len("image")] + [len(shown(p.path)) for p in predictions])
+    width = max([len("image")] + [len(row_name(p)) for p in predictions])
     index = {n: i for i, n in enumerate(class_names)}
     print(f"{'image':<{width}}  labels", file=file)
     for p in predictions:
@@ -167,7 +176,25 @@ def print_table(predictions, class_names, file=None):
         else:
             best = int(np.argmax(p.scores))
             text = f"(none; best {class_names[best]} {p.scores[best]:.3f})"
-        print(f"{shown(p.path):<{width}}  {text}", file=file)
+        print(f"{row_name(p):<{width}}  {text}", file=file)
+
+
+def has_frames(predictions):
+    return any(p.frame is not None for p in predictions)
+
+
+def frame_cells(p):
+    """A video frame's CSV cells (frame, time_s); empty for an image."""
+    return ["", ""] if p.frame is None else [p.frame, f"{p.time:.6f}"]
+
+
+def frame_fields(p):
+    return {} if p.frame is None else {"frame": p.frame, "time_s": round(p.time, 6)}
+
+
+def row_name(p):
+    """The table's first column: the file, and for a video frame its index and time."""
+    return shown(p.path) if p.frame is None else f"{shown(p.path)} #{p.frame} {p.time:.3f}s"
 
 
 def write_outputs(out, predictions, failures, model, args):
@@ -191,10 +218,10 @@ def write_outputs(out, predictions, failures, model, args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m csra.predict",
-        description="Predict labels for images and folders of images with a CSRA model.")
+        description="Predict labels for images, the frames of videos, and folders of them with a CSRA model.")
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
-                        help="image files, or folders searched recursively for "
-                             + "/".join(e[1:] for e in IMAGE_EXTENSIONS) + " files")
+                        help="image and video files, or folders searched recursively for "
+                             + "/".join(e[1:] for e in IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS) + " files")
     parser.add_argument("--weights", metavar="W",
                         help="checkpoint file or URL (this project's, mmpretrain's or the CSRA authors'), "
                              f"or a model name ({', '.join(MODEL_CONFIGS)}: downloads its weights); "
@@ -207,7 +234,14 @@ def parse_args(argv=None):
                         help="a label is predicted when its score reaches this (default 0.5)")
     parser.add_argument("--lam", type=arguments.lam,
                         help="CSRA lambda, 0 to 10 (default: the one stored with the model)")
-    parser.add_argument("--heatmaps", metavar="DIR", help="save a heatmap overlay PNG per predicted label here")
+    parser.add_argument("--heatmaps", metavar="DIR",
+                        help="save a heatmap overlay PNG per predicted label of each image here, and "
+                             "<video stem>_overlay.mp4 per video; or, for one input video, the overlay "
+                             "video's file name (.mp4, .m4v, .mov, .mkv or .avi)")
+    parser.add_argument("--every", type=arguments.positive_int, default=1, metavar="N",
+                        help="videos: predict every N-th frame (default 1: all)")
+    parser.add_argument("--max-seconds", type=arguments.positive_float, default=video.MAX_SECONDS,
+                        metavar="S", help=f"refuse videos longer than this (default {video.MAX_SECONDS:g} s)")
     parser.add_argument("--batch-size", type=arguments.positive_int, default=8,
                         help="images per forward pass (default 8)")
     parser.add_argument("--workers", type=arguments.nonnegative_int,
@@ -221,8 +255,13 @@ def parse_args(argv=None):
         parser.error("give --weights W (a CSRA checkpoint) or --classifier NAME")
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
         parser.error(f"--out must end in .csv or .json, got {args.out!r}")
-    problem = output_problem(args.out, "--out", want_dir=False) or output_problem(args.heatmaps, "--heatmaps",
-                                                                                  want_dir=True)
+    problem = output_problem(args.out, "--out", want_dir=False) or output_problem(
+        args.heatmaps, "--heatmaps", want_dir=not overlay_video_name(args.heatmaps))
+    if not problem and overlay_video_name(args.heatmaps):
+        try:
+            video.overlay_codec(args.heatmaps)
+        except video.VideoError as err:
+            problem = f"--heatmaps {err}"
     if problem:
         parser.error(problem)
     return args
@@ -255,20 +294,27 @@ def main(argv=None):
     except (CheckpointError, DownloadError, ValueError, RuntimeError) as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
-    files, missing = find_images(args.images)
+    files, missing = find_images(args.images, IMAGE_EXTENSIONS + video.VIDEO_EXTENSIONS)
     if not files and not missing:
-        print(f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(args.images)}",
-              file=sys.stderr)
+        print(f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) or video files "
+              f"({', '.join(video.VIDEO_EXTENSIONS)}) in {', '.join(args.images)}", file=sys.stderr)
+        return 2
+    files, videos, problems = video.sort_inputs(files)  # images, videos, and files of the other kind
+    problem = overlay_video_problem(args, files, videos, problems, missing)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     failures = [Failure(p, f"{p}: no such file or folder") for p in missing]
+    failures += [Failure(p, message, exit_code=2) for p, message in problems]
     for failure in failures:
         print(f"skipped {failure.message}", file=sys.stderr)
-    if args.heatmaps:
+    if args.heatmaps and not overlay_video_name(args.heatmaps):
         Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
     predictions, interrupted = [], False
     try:
-        for item in predict_images(model, files, args.batch_size, device, args.workers, args.threshold,
-                                   args.heatmaps, progress=not args.no_progress):
+        images = predict_images(model, files, args.batch_size, device, args.workers, args.threshold,
+                                args.heatmaps, progress=not args.no_progress) if files else ()
+        for item in chain(images, predict_videos(model, videos, device, args)):
             if isinstance(item, Failure):
                 failures.append(item)
                 tqdm.write(f"skipped {item.message}", file=sys.stderr)
@@ -283,13 +329,64 @@ def main(argv=None):
         print_table(predictions, model.class_names)
         return 2
     unreadable = len({str(f.path) for f in failures})
-    summary = f"{len(predictions)} images predicted"
+    frames = sum(p.frame is not None for p in predictions)
+    done = [f"{len(predictions) - frames} images predicted"] if files or not videos else []
+    if videos:
+        done.append(f"{len({p.path for p in predictions if p.frame is not None})} of {len(videos)} videos "
+                    f"predicted ({frames} frames)")
+    summary = ", ".join(done)
     if unreadable:
         summary += f", {unreadable} skipped or incomplete (see the messages above)"
     print(summary + (" (interrupted)" if interrupted else ""), file=sys.stderr)
     if interrupted:
         return 130
-    return 1 if failures else 0
+    return max(f.exit_code for f in failures) if failures else 0
+
+
+# ---------------------------------------------------------------- videos (the work is in csra/video.py)
+
+def overlay_video_name(heatmaps):
+    """Whether --heatmaps names one overlay video (a video extension) rather than a folder."""
+    return bool(heatmaps) and Path(heatmaps).suffix.lower() in video.VIDEO_EXTENSIONS \
+        and not Path(heatmaps).is_dir()
+
+
+def overlay_video_problem(args, images, videos, problems, missing):
+    """Why --heatmaps FILE.mp4 cannot be used with these inputs (it takes exactly one video), or None."""
+    if not overlay_video_name(args.heatmaps):
+        return None
+    given = len(images) + len(videos) + len(problems) + len(missing)
+    if len(args.images) == 1 and given == 1 and not images:
+        return None  # one video (a missing or unusable one is reported as such)
+    if len(args.images) == 1 and len(images) == 1 and given == 1:
+        return (f"--heatmaps {args.heatmaps} is an overlay video, but {images[0]} is a still image; "
+                f"give --heatmaps a folder for its PNGs")
+    return (f"--heatmaps {args.heatmaps} is one overlay video, for one input video; give --heatmaps a folder "
+            f"to get <video stem>_overlay.mp4 per video and PNGs for images")
+
+
+def predict_videos(model, videos, device, args):
+    """A Prediction per predicted frame of each video in turn, or a Failure (exit code 2 for a
+    video that cannot be used); overlays as --heatmaps says."""
+    stems = heatmap_stems(videos) if args.heatmaps else [None] * len(videos)
+    for path, stem in zip(videos, stems):
+        if not args.heatmaps:
+            out_video = None
+        elif overlay_video_name(args.heatmaps):
+            out_video = Path(args.heatmaps)
+        else:
+            out_video = Path(args.heatmaps) / f"{stem}_overlay.mp4"
+        try:
+            run = video.VideoRun(model, path, out_video, every=args.every, batch_size=args.batch_size,
+                                 max_seconds=args.max_seconds, device=device, progress=not args.no_progress)
+            for f in run:
+                order = [c for c in np.argsort(-f.scores, kind="stable") if f.scores[c] >= args.threshold]
+                yield Prediction(path, f.scores, [model.class_names[c] for c in order], f.frame, f.time)
+        except video.VideoError as err:
+            yield Failure(path, one_line(err), exit_code=2)
+            continue
+        if run.incomplete:
+            yield Failure(path, run.incomplete)
 
 
 if __name__ == "__main__":
