@@ -330,6 +330,8 @@ class VideoRun:
         return rgb, classes, scores[classes], heat, vmin[0], vmax[0]
 
     def __iter__(self):
+        if self.capture is None:
+            raise RuntimeError(f"{self.path}: a VideoRun runs once; make a new one")
         model = prepare_for_inference(self.model, self.device)
         stop = threading.Event()
         batches = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -383,6 +385,7 @@ class VideoRun:
                 writer.join(timeout=10)
             decoder.join(timeout=10)
             self.capture.release()
+            self.capture = None
             if tmp is not None:
                 if keep and not failed and tmp.exists():
                     os.replace(tmp, self.out_video)

@@ -306,6 +306,18 @@ def test_should_stop_ends_the_run_and_keeps_the_frames_so_far(clip):
     assert not list(clip.root.glob(".stopped.*"))  # no temporary file left
 
 
+def test_closing_a_video_run_early_keeps_the_overlay_of_the_frames_so_far(clip):
+    out = clip.root / "closed.mp4"
+    run = video.VideoRun(clip.model, clip.path, out_video=out, batch_size=4)
+    assert (run.info.frame_count, run.info.fps) == (12, FPS)
+    frames = iter(run)
+    assert [next(frames).frame for _ in range(2)] == [0, 1]
+    frames.close()  # what a caller's break or Ctrl-C does to the generator
+    assert video_props(out)[0] == 2
+    with pytest.raises(RuntimeError, match="runs once"):
+        next(iter(run))
+
+
 def test_library_errors_are_video_errors_of_one_line_naming_the_file(clip, bad):
     for name in ("corrupt", "zero", "codec", "still"):
         path = getattr(bad, name)
