@@ -398,14 +398,17 @@ class VideoRun:
 
 
 def draw_labels(picture, lines):
-    """Write `lines` in the picture's top-left corner, white on a dark outline, sized to the frame."""
-    h = picture.shape[0]
-    scale = max(0.35, h / 900)
-    step = int(round(28 * scale)) + 2
+    """Write `lines` in the picture's top-left corner, white on a darkened band, sized to the frame."""
+    h, w = picture.shape[:2]
+    scale = max(0.4, min(h, w) / 720)
+    thickness = 1 if scale < 0.8 else 2
+    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0] for text in lines]
+    pad, step = max(3, int(6 * scale)), max(th for _, th in sizes) + max(4, int(10 * scale))
+    box = picture[:min(h, pad + step * len(lines)), :min(w, 2 * pad + max(tw for tw, _ in sizes))]
+    box[:] = box // 2  # darker, so white text reads on any heat colour
     for k, text in enumerate(lines):
-        org = (int(8 * scale) + 2, step * (k + 1))
-        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(picture, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(picture, text, (pad, pad + step * k + sizes[k][1]), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
 
 
 # ---------------------------------------------------------------- the entry point
