@@ -15,13 +15,15 @@ The video rows time csra.video.predict_video (the CLI's video path: a decoding t
 batches through the inference loop, an encoding thread) on a generated 640x480 mp4v clip at 24
 frames/s, at --video-batch-size, with and without the overlay video, against the forward pass
 alone (backbone + score maps, channels-last as predict runs it) over the same frames,
-preprocessed beforehand, at the same batch size. Models: the embedded EfficientNet-Lite0 + CSRA
+preprocessed beforehand, at the same batch size. "CPU ms/frame" is the process's CPU time per
+frame (forward/video/+overlay, least of the rounds): what the threads cost, whatever else runs. Models: the embedded EfficientNet-Lite0 + CSRA
 at 224 px (what a user gets offline) and resnet101-csra at 448 px (random weights).
 """
 import argparse
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +73,16 @@ def make_clip(path, frames, size=(640, 480), fps=24.0, seed=0):
 
 
 def timed(fn):
-    """One timed call at the process's thread count (Timer's default is 1 thread)."""
-    return Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).mean
+    """(wall seconds, CPU seconds of the whole process) of one call, at the process's thread count
+    (Timer's default is 1 thread)."""
+    cpu = time.process_time()
+    wall = Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).mean
+    return wall, time.process_time() - cpu
 
 
 def video_rates(model, clip, frames, batch_size, device, repeats, tmp):
-    """Best frames/s of: the forward pass alone, predict_video (scores), predict_video + overlay."""
+    """Frames/s of every round, and the least CPU ms per frame, of: the forward pass alone,
+    predict_video (scores), predict_video + overlay."""
     model = csra.prepare_for_inference(model, device)
     capture, rgb = cv2.VideoCapture(str(clip)), []
     while len(rgb) < frames:
@@ -86,25 +92,30 @@ def video_rates(model, clip, frames, batch_size, device, repeats, tmp):
     inputs = [model.preprocessing(Image.fromarray(a)) for a in rgb]
     batches = [(torch.stack(inputs[i:i + batch_size]),) for i in range(0, frames, batch_size)]
 
-    def forward():
-        for batch in score_map_batches(model, batches, device):
+    warm = make_clip(tmp / "warm.mp4", batch_size)  # one batch, for the warm-up calls
+
+    def forward(some=batches):
+        for batch in score_map_batches(model, some, device):
             batch.maps.sum().item()  # waits for the device
 
-    def scores():
-        assert len(predict_video(model, clip, batch_size=batch_size, device=device).frames) == frames
+    def scores(path=clip, count=frames):
+        assert len(predict_video(model, path, batch_size=batch_size, device=device).frames) == count
 
-    def with_overlay():
-        result = predict_video(model, clip, out_video=tmp / "overlay.mp4", batch_size=batch_size, device=device)
-        assert len(result.frames) == frames
+    def with_overlay(path=clip, count=frames):
+        result = predict_video(model, path, out_video=tmp / "overlay.mp4", batch_size=batch_size, device=device)
+        assert len(result.frames) == count
 
     runs = {"forward": forward, "video": scores, "overlay": with_overlay}
-    for fn in runs.values():  # warm-up
-        fn()
+    forward(batches[:1])  # warm-up: one batch each
+    scores(warm, batch_size)
+    with_overlay(warm, batch_size)
     times = {name: [] for name in runs}
     for _ in range(repeats):
         for name, fn in runs.items():
             times[name].append(timed(fn))
-    return {name: [frames / t for t in ts] for name, ts in times.items()}
+    rates = {name: [frames / wall for wall, _ in ts] for name, ts in times.items()}
+    cpu_ms = {name: min(cpu for _, cpu in ts) / frames * 1000 for name, ts in times.items()}
+    return rates, cpu_ms
 
 
 def time_run(model, files, batch_size, device, workers):
@@ -148,12 +159,12 @@ def main(argv=None):
 
 def video_table(args, device, tmp):
     frames = {"embedded": args.embedded_frames, "resnet101": args.resnet_frames}
-    clip = make_clip(tmp / "clip.mp4", max(frames[m] for m in args.video_models))
     cpu = platform.processor() or platform.machine()
     print(f"\nvideo: a 640x480 mp4v clip at 24 frames/s; batch {args.video_batch_size}; device {device}; "
-          f"torch threads {torch.get_num_threads()}; {os.cpu_count()} CPUs ({cpu}); best of {args.repeats} rounds")
+          f"torch threads {torch.get_num_threads()}; {os.cpu_count()} CPUs ({cpu}); best of {args.repeats} "
+          f"rounds; load average before: {os.getloadavg()[0]:.1f}")
     print(f"{'model':<34}  {'frames':>6}  {'forward':>8}  {'video':>8}  {'+overlay':>8}  {'video/fwd':>9}  "
-          f"{'overlay/fwd':>11}  every round (frames/s: forward, video, +overlay)")
+          f"{'overlay/fwd':>11}  {'CPU ms/frame':>17}  every round (frames/s: forward; video; +overlay)")
     result = []
     for name in args.video_models:
         torch.manual_seed(0)
@@ -162,12 +173,16 @@ def video_table(args, device, tmp):
         else:
             model = csra.get_model("resnet101-csra_1xb16_voc07-448px", pretrained=False).eval()
             label = "resnet101-csra, 448 px (random)"
-        rates = video_rates(model, clip, frames[name], args.video_batch_size, device, args.repeats, tmp)
+        clip = tmp / f"clip{frames[name]}.mp4"
+        if not clip.exists():
+            make_clip(clip, frames[name])
+        rates, cpu_ms = video_rates(model, clip, frames[name], args.video_batch_size, device, args.repeats, tmp)
         best = {k: max(v) for k, v in rates.items()}
         ratio, overlay_ratio = best["video"] / best["forward"], best["overlay"] / best["forward"]
         rounds = "; ".join(" ".join(f"{r:.2f}" for r in rates[k]) for k in ("forward", "video", "overlay"))
+        cpu_text = "/".join(f"{cpu_ms[k]:.0f}" for k in ("forward", "video", "overlay"))
         print(f"{label:<34}  {frames[name]:>6}  {best['forward']:>8.2f}  {best['video']:>8.2f}  "
-              f"{best['overlay']:>8.2f}  {ratio:>9.2f}  {overlay_ratio:>11.2f}  {rounds}")
+              f"{best['overlay']:>8.2f}  {ratio:>9.2f}  {overlay_ratio:>11.2f}  {cpu_text:>17}  {rounds}")
         key = "embedded" if name == "embedded" else "r101"
         result += [f"{key}_forward_fps={best['forward']:.2f}", f"{key}_video_fps={best['video']:.2f}",
                    f"{key}_overlay_fps={best['overlay']:.2f}", f"{key}_video_ratio={ratio:.2f}",
