@@ -142,6 +142,32 @@ def quiet_opencv():
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
+def cv2_name(path):
+    """str(path) for OpenCV, or VideoError: OpenCV 5.0 crashes the process on a name with bytes
+    that are not UTF-8 (Python's surrogate escapes)."""
+    name = str(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VideoError(f"{path}: OpenCV cannot open a file whose name is not valid UTF-8; "
+                         f"rename it") from None
+    return name
+
+
+def capture_of(path):
+    """cv2.VideoCapture of a file through FFmpeg (never an image-sequence pattern: a '%' in a
+    name stays a '%'), opened, or VideoError."""
+    name = cv2_name(path)
+    try:
+        capture = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
+    except (cv2.error, UnicodeError, SystemError) as err:
+        raise VideoError(f"{path}: cannot open as a video ({err})") from None
+    if not capture.isOpened():
+        raise VideoError(f"{path}: cannot open as a video (corrupt, no frames, or a codec "
+                         f"OpenCV's FFmpeg cannot decode)")
+    return capture
+
+
 def open_video(path, max_seconds=MAX_SECONDS):
     """(cv2.VideoCapture, VideoInfo) of a readable video no longer than max_seconds (None: any
     length), or VideoError."""
@@ -157,10 +183,13 @@ def open_video(path, max_seconds=MAX_SECONDS):
     still = image_format(path)
     if still:
         raise VideoError(still_image_message(path, still))
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise VideoError(f"{path}: cannot open as a video (corrupt, no frames, or a codec "
+    capture = capture_of(path)
+    if not capture.grab():  # opens, yet not one frame decodes: reopen to read from the start
+        capture.release()
+        raise VideoError(f"{path}: no frame could be decoded (no frames, corrupt, or a codec "
                          f"OpenCV's FFmpeg cannot decode)")
+    capture.release()
+    capture = capture_of(path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
     info = VideoInfo(path, fps, int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
@@ -213,6 +242,8 @@ class VideoRun:
         if not 0 <= alpha <= 1:
             raise ValueError(f"alpha must be between 0 and 1, got {alpha!r}")
         self.codec = overlay_codec(out_video) if out_video is not None else None
+        if out_video is not None:
+            cv2_name(out_video)
         self.capture, self.info = open_video(path, max_seconds)
         self.model, self.path, self.out_video = model, Path(path), out_video
         self.every, self.batch_size, self.max_seconds = every, batch_size, max_seconds
@@ -275,7 +306,7 @@ class VideoRun:
         writer, source = None, None
         try:
             if self.every > 1:  # the frames between sampled ones are decoded again here
-                source = cv2.VideoCapture(str(self.path))
+                source = capture_of(self.path)
             while True:
                 try:
                     job = jobs.get(timeout=0.1)
@@ -298,7 +329,7 @@ class VideoRun:
                 for picture in span:
                     if writer is None:
                         h, w = picture.shape[:2]
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self.codec),
+                        writer = cv2.VideoWriter(str(tmp), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*self.codec),
                                                  self.info.fps, (w, h))
                         if not writer.isOpened():
                             raise VideoError(f"{self.out_video}: OpenCV cannot write a video there")

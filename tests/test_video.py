@@ -7,6 +7,7 @@ csra.load_image see RGB), never with the photo it was made from.
 """
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -207,7 +208,9 @@ def bad(clip):
     files.corrupt.write_bytes(clip.path.read_bytes()[: clip.path.stat().st_size // 2])  # cut in half
     files.zero = root / "zero.mp4"
     cv2.VideoWriter(str(files.zero), cv2.VideoWriter_fourcc(*"mp4v"), FPS, SIZE).release()  # no frame written
-    assert files.zero.exists()
+    files.zero_avi = root / "zero.avi"  # this one opens, with no frame in it
+    cv2.VideoWriter(str(files.zero_avi), cv2.VideoWriter_fourcc(*"MJPG"), FPS, SIZE).release()
+    assert files.zero.exists() and cv2.VideoCapture(str(files.zero_avi)).isOpened()
     avi = write_clip(root / "mjpg.avi", fourcc="MJPG", photos=["cat"], per_photo=2).read_bytes()
     assert avi.count(b"MJPG") >= 1
     files.codec = root / "codec.avi"  # a codec tag FFmpeg has no decoder for
@@ -217,12 +220,15 @@ def bad(clip):
     files.moving = root / "moving.jpg"  # an MP4 with a still image's name
     shutil.copy(clip.path, files.moving)
     files.long = clip.path  # 1 s: over a limit of 0.5 s
+    files.odd_name = root / os.fsdecode(b"odd-\xff-name.mp4")  # not UTF-8: OpenCV 5.0 crashes on it
+    shutil.copy(clip.path, files.odd_name)
     return files
 
 
 BAD_MESSAGES = {  # file -> what its one line says
     "corrupt": "cannot open as a video",
     "zero": "cannot open as a video",
+    "zero_avi": "no frame could be decoded",
     "codec": "cannot open as a video",
     "still": "a still image (JPEG), not a video",
     "moving": "a video (MP4), not a still image",
@@ -248,7 +254,7 @@ def test_each_bad_video_is_one_line_naming_it_and_exit_2(clip, bad, capsys):
 def test_bad_videos_among_good_files_are_skipped_and_stderr_holds_only_our_lines(clip, bad):
     """A real process, so that anything FFmpeg or OpenCV print on the stderr file is seen too."""
     out = bad.root / "all.csv"
-    names = list(BAD_MESSAGES)
+    names = list(BAD_MESSAGES) + ["odd_name"]  # odd_name only here: a crash would end the test run
     proc = subprocess.run([sys.executable, "-m", "csra.predict", *(str(getattr(bad, n)) for n in names),
                            str(clip.path), "--weights", str(clip.weights), "--out", str(out), "--every", "4",
                            "--heatmaps", str(bad.root / "heat"), "--no-progress", "--workers", "0"],
@@ -257,9 +263,12 @@ def test_bad_videos_among_good_files_are_skipped_and_stderr_holds_only_our_lines
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == len(names) + 2, proc.stderr  # one per bad file, "wrote ...", the summary
     for name in names:
-        assert sum(str(getattr(bad, name)) in line for line in lines) == 1, (name, proc.stderr)
+        # stderr writes the odd byte as an escape: match the name around it
+        parts = str(getattr(bad, name)).encode("utf-8", "surrogateescape").decode("utf-8", "replace").split("\ufffd")
+        assert sum(all(part in line for part in parts) for line in lines) == 1, (name, proc.stderr)
+    assert "not valid UTF-8; rename it" in proc.stderr
     assert lines[-2] == f"wrote 3 rows to {out}"
-    assert lines[-1] == f"1 of 4 videos predicted (3 frames), {len(names)} skipped or incomplete " \
+    assert lines[-1] == f"1 of 6 videos predicted (3 frames), {len(names)} skipped or incomplete " \
                         "(see the messages above)"
     assert video_props(bad.root / "heat" / "clip_overlay.mp4")[0] == 12
 
@@ -300,6 +309,13 @@ def test_predict_video_returns_frames_times_scores_and_writes_its_csv(clip):
     np.testing.assert_allclose(np.array(rows, float)[:, 2:], result.scores, atol=1e-6)
 
 
+def test_a_percent_sign_in_a_name_is_a_file_name_not_an_image_sequence_pattern(clip):
+    odd = clip.root / "take%03d.mp4"
+    shutil.copy(clip.path, odd)
+    result = predict_video(clip.model, odd, out_video=clip.root / "out%d.mp4")
+    assert len(result.frames) == 12 and video_props(clip.root / "out%d.mp4")[0] == 12
+
+
 def test_should_stop_ends_the_run_and_keeps_the_frames_so_far(clip):
     out = clip.root / "stopped.mp4"
     result = predict_video(clip.model, clip.path, out_video=out, batch_size=3, should_stop=lambda: True)
@@ -321,7 +337,7 @@ def test_closing_a_video_run_early_keeps_the_overlay_of_the_frames_so_far(clip):
 
 
 def test_library_errors_are_video_errors_of_one_line_naming_the_file(clip, bad):
-    for name in ("corrupt", "zero", "codec", "still"):
+    for name in ("corrupt", "zero", "zero_avi", "codec", "still"):
         path = getattr(bad, name)
         with pytest.raises(VideoError) as info:
             predict_video(clip.model, path)
