@@ -197,3 +197,35 @@ def pooling_weight_text(analysis, c, lam):
         peak = float(weights[k].max())
         lines.append(f"T = {t}: the top position gets {peak:.4f} ({peak * h * w:.1f}× uniform).")
     return " ".join(lines)
+
+
+def line_chart_svg(x, series, title, xlabel, ymax=None, width=300, height=190):
+    """A small SVG line chart: series = [(key, label, colour, y)], y against x (0 at the
+    bottom, ymax or the largest y at the top); each line carries data-key and a title."""
+    left, right, top, bottom = 38, 8, 20, 30
+    w, h = width - left - right, height - top - bottom
+    x = np.asarray(x, dtype=float)
+    x0, x1 = float(x.min()), float(x.max()) if len(x) else 1.0
+    x1 = x1 if x1 > x0 else x0 + 1.0
+    hi = ymax or max([1e-6] + [float(np.max(y)) for *_, y in series if len(y)])
+    px = lambda v: left + (v - x0) / (x1 - x0) * w           # noqa: E731
+    py = lambda v: top + h - v / hi * h                      # noqa: E731
+    parts = [f'<svg class="csra-line-chart" width="{width}" height="{height}" viewBox="0 0 '
+             f'{width} {height}" role="img" aria-label="{html.escape(title)}">',
+             f'<text x="{left}" y="13" class="title">{html.escape(title)}</text>',
+             f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" class="axis"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" class="axis"/>']
+    for v in (x0, (x0 + x1) / 2, x1):
+        parts.append(f'<text x="{px(v):.1f}" y="{top + h + 13}" text-anchor="middle" '
+                     f'class="tick">{v:.3g}</text>')
+    for v in (0, hi / 2, hi):
+        parts.append(f'<text x="{left - 4}" y="{py(v) + 4:.1f}" text-anchor="end" '
+                     f'class="tick">{v:.2f}</text>')
+    parts.append(f'<text x="{left + w / 2:.1f}" y="{height - 3}" text-anchor="middle" '
+                 f'class="tick">{html.escape(xlabel)}</text>')
+    for key, label, colour, y in series:
+        points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y))
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" '
+                     f'data-key="{html.escape(str(key))}"><title>{html.escape(label)}</title></polyline>')
+    parts.append("</svg>")
+    return "".join(parts)

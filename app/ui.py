@@ -34,11 +34,14 @@ import numpy as np
 from PIL import ImageOps
 
 import csra
+import csra.inference
+from csra import video
 
 from . import page, render
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
 from .models import VOC, ModelUnavailable, model_info, model_info_markdown
+from .network import NetworkTurns
 from .sessions import Sessions
 from .uploads import UploadGuard
 
@@ -55,6 +58,10 @@ NETWORK_CONCURRENCY = 1   # network runs at a time (one GPU, or all CPU cores, p
 DRAWING_CONCURRENCY = 4   # picture requests at a time: no network, a few ms each
 THUMB_SIZE = 200          # example thumbnails (the buttons, and the preview when clicked)
 PROMPT = "Upload, drop or paste an image, take a picture, or click an example."
+MAX_VIDEO_SECONDS = 120   # longer videos are refused on the page (the CLI: --max-seconds)
+VIDEO_FRAMES = 240        # at most this many frames of a video are analysed (evenly spaced)
+VIDEO_CLASSES = 6         # classes drawn over time: those reaching the threshold, best first
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
 
 # The explorer's views: the browser fills them from the server's numbers (explorer.js).
 HEAD = f"<script>{EXPLORER_JS}</script>"
@@ -155,6 +162,13 @@ CSS = """
 .csra-panels img { width: 100%; height: auto; max-height: 320px; object-fit: contain; }
 .csra-panels figcaption { font-size: 12px; overflow-wrap: anywhere; }
 .csra-weights img { max-width: 100%; height: auto; }
+.csra-line-chart { max-width: 100%; height: auto; font: 11px sans-serif; }
+.csra-line-chart text { fill: var(--body-text-color); }
+.csra-line-chart .title { font-weight: bold; }
+.csra-line-chart .axis { stroke: var(--body-text-color-subdued); }
+.csra-video-legend { font-size: 12px; display: flex; flex-wrap: wrap; gap: 4px 12px; }
+.csra-video-legend .sw { display: inline-block; width: 12px; height: 3px; margin-right: 4px;
+                         vertical-align: middle; }
 """
 
 
@@ -358,6 +372,55 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                          request)
         return {**out, focus: gr.update(value=evt.value), tabs: gr.Tabs(selected="closeup")}
 
+    def on_video(payload, model_label, lam_v, threshold_v, alpha_v, request: gr.Request,
+                 progress=gr.Progress()):
+        """A video file: every N-th frame analysed (at most VIDEO_FRAMES), the overlay video
+        of the top classes (WebM, which the browser plays) and each class's score over time.
+        The network is taken one batch at a time, so other sessions' uploads go on."""
+        def fail(text):
+            return {video_status: html.escape(f"⚠️ {text}"), video_out: None, video_plot: ""}
+        if not payload:
+            return fail("choose a video file first")
+        try:
+            file = payload.get("video", payload) if isinstance(payload, dict) else payload
+            source, name = upload_source(file, guard, request.session_hash)
+            c = page.Controls(lam_v, threshold_v, 20, alpha_v).clean()
+            model = store.get(store.key_for(model_label))
+            capture, info = video.open_video(source, MAX_VIDEO_SECONDS)
+            capture.release()
+            every = max(1, -(-info.frame_count // VIDEO_FRAMES))
+            out_path = downloads.new() / f"{csra.inference.safe_stem(Path(name).stem)}-overlay.webm"
+            turns = NetworkTurns(network)
+            turns()                                     # the first batch's turn
+            try:
+                result = video.predict_video(
+                    model, source, out_video=out_path, every=every, max_seconds=MAX_VIDEO_SECONDS,
+                    lam=c.lam, alpha=c.alpha, should_stop=turns,
+                    progress=lambda done, total: progress((done, total or None), unit="frames"))
+            finally:
+                turns.release()
+        except (video.VideoError, csra.ImageError, page.BadControl, ModelUnavailable) as err:
+            text = str(err)
+            return fail(text.replace(str(source), name) if "source" in locals() else text)
+        except Exception as err:
+            return {video_status: html.escape(unexpected(err)), video_out: None, video_plot: ""}
+        scores = result.scores
+        best = scores.max(axis=0) if len(scores) else np.zeros(len(result.class_names))
+        shown_c = [int(i) for i in np.argsort(-best, kind="stable")[:VIDEO_CLASSES]
+                   if best[i] >= c.threshold] or [int(np.argmax(best))]
+        series = [(result.class_names[i], result.class_names[i], COLOURS[k % len(COLOURS)], scores[:, i])
+                  for k, i in enumerate(shown_c)]
+        legend = "".join(f'<span><span class="sw" style="background:{colour}"></span>'
+                         f'{html.escape(label)} (max {best[result.class_names.index(key)]:.2f})</span>'
+                         for key, label, colour, _ in series)
+        chart = render.line_chart_svg(result.times, series, "score over time",
+                                      "seconds", ymax=1.0, width=560, height=220)
+        text = (f"{name}: {len(result.frames)} frames analysed (every {every}) of "
+                f"{result.frames_read}, {info.fps:.1f} frames/s, {info.width}×{info.height} px; "
+                f"the overlay shows the top 3 classes of each analysed frame.")
+        return {video_out: str(out_path), video_status: html.escape(text),
+                video_plot: f'<div class="csra-video-legend">{legend}</div>{chart}'}
+
     def on_model(model_label, top_k_v, alpha_v, scale_v, request: gr.Request):
         key = store.key_for(model_label)
         analysis = sessions.get(request.session_hash)
@@ -465,6 +528,18 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                             "head; then the effective pooling weights 1/HW + λ·softmax(T·s).")
                 closeup = gr.HTML("", elem_id="csra-closeup")
                 weights = gr.HTML("", elem_id="csra-weights")
+            with gr.Tab("Video", id="video"):
+                gr.Markdown(f"A video file (up to {MAX_VIDEO_SECONDS} s; at most {VIDEO_FRAMES} "
+                            "frames are analysed, evenly spaced): the overlay of each analysed "
+                            "frame's top classes, and each class's score over time. λ, the "
+                            "threshold and the heatmap opacity are the controls above.")
+                video_in = gr.Video(sources=["upload"], label="Video file", height=240,
+                                    elem_id="csra-video-in")
+                video_button = gr.Button("Analyse the video", elem_id="csra-video-go")
+                video_status = gr.HTML("", elem_id="csra-video-status")
+                video_out = gr.Video(label="Overlay", interactive=False, height=320,
+                                     elem_id="csra-video-out")
+                video_plot = gr.HTML("", elem_id="csra-video-plot")
             with gr.Tab("Downloads", id="downloads"):
                 download_button = gr.Button(
                     "Prepare downloads: scores (CSV, JSON) + overlays (PNG zip)")
@@ -509,6 +584,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                            [model_choice, lam, threshold, top_k, picked, focus, info,
                             status, scores, heatmaps, closeup, weights, image],
                            api_name="choose_model", concurrency_id="network")
+        video_button.click(on_video, [video_in, model_choice, lam, threshold, alpha],
+                           [video_status, video_out, video_plot], api_name="analyse_video",
+                           concurrency_id="video", concurrency_limit=1, preprocess=False)
         download_button.click(on_downloads, [*controls, focus], [files, status],
                               api_name="downloads", concurrency_id="drawing",
                               concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)

@@ -37,7 +37,9 @@ from .visualize import overlay, value_range
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
                     ".ogv", ".3gp")
 # Overlay containers and the codec written into each: ones OpenCV's pip wheels write and read back.
-OVERLAY_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+# .webm (VP8) is the one a browser plays too (the page's video tab writes it).
+OVERLAY_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG",
+                  ".webm": "VP80"}
 MAX_SECONDS = 600.0  # longer videos are refused unless the limit is raised (--max-seconds)
 QUEUE_BATCHES = 2  # decoded batches waiting for the network; bounds memory
 LIMIT_HINT = "raise it with --max-seconds, or max_seconds= in Python"

@@ -282,7 +282,7 @@ def test_heatmaps_naming_a_video_takes_exactly_one_input_video(clip, bad, capsys
     assert code == 2 and "one overlay video, for one input video" in err
     assert not (clip.root / "two.mp4").exists() and not (clip.root / "cat.mp4").exists()
     with pytest.raises(SystemExit) as info:  # a container OpenCV cannot write: a usage error
-        predict.main([str(clip.path), "--weights", str(clip.weights), "--heatmaps", str(clip.root / "o.webm")])
+        predict.main([str(clip.path), "--weights", str(clip.weights), "--heatmaps", str(clip.root / "o.flv")])
     assert info.value.code == 2 and "--heatmaps" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         predict.main([str(clip.path), "--weights", str(clip.weights), "--every", "0"])
@@ -349,7 +349,7 @@ def test_library_errors_are_video_errors_of_one_line_naming_the_file(clip, bad):
     with pytest.raises(VideoError, match="no such file"):
         predict_video(clip.model, clip.root / "absent.mp4")
     with pytest.raises(VideoError, match="cannot write this kind of video"):
-        predict_video(clip.model, clip.path, out_video=clip.root / "x.webm")
+        predict_video(clip.model, clip.path, out_video=clip.root / "x.flv")
     with pytest.raises(VideoError, match="OpenCV cannot write a video there"):
         predict_video(clip.model, clip.path, out_video=clip.root / "no-such-folder" / "x.mp4")
     # the reverse: a video where a still image is expected
