@@ -215,8 +215,8 @@ def line_chart_svg(x, series, title, xlabel, ymax=None, width=300, height=190):
              f'<text x="{left}" y="13" class="title">{html.escape(title)}</text>',
              f'<line x1="{left}" y1="{top + h}" x2="{left + w}" y2="{top + h}" class="axis"/>',
              f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + h}" class="axis"/>']
-    for v in (x0, (x0 + x1) / 2, x1):
-        parts.append(f'<text x="{px(v):.1f}" y="{top + h + 13}" text-anchor="middle" '
+    for v, anchor in ((x0, "start"), ((x0 + x1) / 2, "middle"), (x1, "end")):
+        parts.append(f'<text x="{px(v):.1f}" y="{top + h + 13}" text-anchor="{anchor}" '
                      f'class="tick">{v:.3g}</text>')
     for v in (0, hi / 2, hi):
         parts.append(f'<text x="{left - 4}" y="{py(v) + 4:.1f}" text-anchor="end" '
