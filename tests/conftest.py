@@ -19,6 +19,20 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run"]
 
 
+@pytest.fixture(autouse=True)
+def torch_hub_follows_torch_home():
+    """Fails a test that leaves torch.hub's folder changed or pinned (torch.hub.set_dir stays in force
+    for the rest of the process, so later tests' TORCH_HOME would be ignored): set TORCH_HOME with
+    monkeypatch instead."""
+    before = torch.hub.get_dir()
+    yield
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("TORCH_HOME", os.path.join(os.sep, "torch-home-probe"))
+        follows = torch.hub.get_dir() == os.path.join(os.sep, "torch-home-probe", "hub")
+    assert follows and torch.hub.get_dir() == before, \
+        f"torch.hub's folder is left at {torch.hub.get_dir()} (was {before}; set TORCH_HOME, not torch.hub.set_dir)"
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

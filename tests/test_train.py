@@ -204,13 +204,9 @@ def test_resume_refuses_a_changed_recipe_and_a_best_checkpoint(small_data, tmp_p
 
 def test_offline_imagenet_weights_give_one_clear_line(small_data, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CSRA_OFFLINE", "1")
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp_path / "hub"))
-    try:
-        code = train.main(["--data-root", str(small_data), "--backbone", "resnet18", "--pretrained", "imagenet",
-                           "--img-size", "64", "--out", str(tmp_path / "run"), "--no-progress"])
-    finally:
-        torch.hub.set_dir(old)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # torch.hub's folder is TORCH_HOME/hub
+    code = train.main(["--data-root", str(small_data), "--backbone", "resnet18", "--pretrained", "imagenet",
+                       "--img-size", "64", "--out", str(tmp_path / "run"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert err.startswith("error: ImageNet weights for resnet18 is not cached")
