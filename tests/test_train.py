@@ -228,3 +228,12 @@ def test_torchrun_two_processes_gloo_trains(small_data, tmp_path):
     # 24 images, 4 per process and step: 3 steps, all logged by rank 0
     assert len(state["history"][0]["iteration_losses"]) == 3
     assert csra.load_checkpoint(out / "best.pth").config.num_classes == 6
+
+
+def test_missing_data_root_names_every_format_read(tmp_path, capsys):
+    assert train.main(["--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: --data-root is required")
+    for name in ("VOC", "COCO", "CSV", "the CSRA authors' JSON lists"):
+        assert name in err
+    assert not (tmp_path / "run").exists()

@@ -36,7 +36,8 @@ from csra.classes import default_class_names
 from .voc import (SHOWN, Annotation, DataError, VOCDataset, VOCObject, find_voc_root, load_split,
                   summarize_problems)
 
-FORMATS = ("voc", "coco", "csv", "json")
+FORMAT_NAMES = {"voc": "PASCAL VOC", "coco": "COCO", "csv": "CSV", "json": "the CSRA authors' JSON lists"}
+FORMATS = tuple(FORMAT_NAMES)
 SPLIT_ALIASES = {"trainval": ("trainval", "train"), "train": ("train", "trainval"),
                  "test": ("test", "val"), "val": ("val", "test")}
 CLASSES_FILE = "classes.txt"

@@ -49,7 +49,7 @@ from .errors import ConfigError, TrainingDiverged
 from .interrupt import EXIT_CODE, PromptInterrupt
 from .metrics import METRIC_KEYS, multilabel_metrics
 from .plots import plot_loss, plot_map
-from .datasets import FORMATS, ImageLabelDataset, classes_without_positives, open_dataset
+from .datasets import FORMAT_NAMES, FORMATS, ImageLabelDataset, classes_without_positives, open_dataset
 from .schedule import last_lr, warmup_step_schedule
 from .voc import DataError
 
@@ -291,7 +291,8 @@ def run(ctx, args, given, interrupt=None):
     elif args.resume == "auto" and ctx.is_main:
         print(f"no last.pth in {args.out}: starting a new run", file=sys.stderr)
     if not args.data_root:
-        raise ConfigError("--data-root is required (a VOC2007 or synthetic dataset folder)")
+        raise ConfigError("--data-root is required: a dataset folder of " + ", ".join(FORMAT_NAMES.values())
+                          + " (docs/training.md says how each is laid out)")
     if args.epochs < 1 or args.val_every < 1:
         raise ConfigError("--epochs and --val-every must be at least 1")
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
