@@ -6,6 +6,7 @@ so torchvision state dicts load as they are), which entries of a classifier
 state dict are dropped, the feature width D, and how the kept modules turn an
 image into the map. A CSRA head then works the same on every family.
 """
+import math
 import re
 from dataclasses import dataclass
 
@@ -42,9 +43,17 @@ def _vit_map(trunk, x):
     return tokens[:, 1:].transpose(1, 2).reshape(b, d, h, w)
 
 
+def position_grid(pos):
+    """g of (1, 1 + g*g, D) ViT position embeddings (a class entry, then a g x g patch grid), else None."""
+    if not torch.is_tensor(pos) or pos.dim() != 3 or pos.shape[0] != 1 or pos.shape[1] < 2:
+        return None
+    grid = math.isqrt(pos.shape[1] - 1)
+    return grid if grid * grid == pos.shape[1] - 1 else None
+
+
 def vit_position_embedding(pos, h, w):
     """(1, 1 + g*g, D) position embeddings for an h x w patch grid: the grid part resampled bicubically."""
-    grid = int(round((pos.shape[1] - 1) ** 0.5))
+    grid = position_grid(pos)
     if (h, w) == (grid, grid):
         return pos
     cls, patches = pos[:, :1], pos[:, 1:].reshape(1, grid, grid, -1).permute(0, 3, 1, 2)
@@ -108,6 +117,20 @@ class Backbone(nn.Module):
 
     def forward(self, x):
         return self.family.feature_map(self, x)
+
+    def take_position_grid(self, pos):
+        """A ViT trunk takes the grid of position embeddings `pos` about to be loaded into it (28 x 28 for a
+        448 px checkpoint) instead of torchvision's 14 x 14, so they are used unchanged at their own size
+        (and resampled at run time for another one only). Returns that grid, or None (not a ViT, or `pos`
+        does not fit: place_weights names the problem)."""
+        if self.family is not FAMILIES["vit"]:
+            return None
+        own = self.encoder.pos_embedding
+        if position_grid(pos) is None or pos.shape[2] != own.shape[2]:
+            return None
+        if pos.shape != own.shape:
+            self.encoder.pos_embedding = nn.Parameter(own.new_empty(pos.shape))
+        return position_grid(pos)
 
     def load_torchvision_state_dict(self, state_dict, source="state dict"):
         """Load a torchvision classifier's state dict; its classifier entries are dropped."""

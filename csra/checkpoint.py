@@ -7,6 +7,7 @@ that names the file.
 """
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -95,6 +96,18 @@ def convert_foreign_state_dict(state_dict, source="checkpoint"):
     return converted, config, kind
 
 
+def _keep_position_grid(model, state_dict, saved_size, path):
+    """A ViT keeps the position-embedding grid of its file; when the input size asked for needs
+    another grid, the embeddings are resampled at run time, and a warning says so."""
+    grid = model.backbone.take_position_grid(state_dict.get("backbone.encoder.pos_embedding"))
+    size = model.config.image_size
+    wanted = size // model.backbone.conv_proj.stride[0] if grid else None
+    if grid and wanted != grid and size != saved_size:
+        warnings.warn(f"{path}: position embeddings of a {grid}x{grid} patch grid are resampled to "
+                      f"{wanted}x{wanted} for {size} px input (the checkpoint's size: {saved_size} px)",
+                      stacklevel=3)
+
+
 def load_checkpoint(source, lam=None, image_size=None, class_names=None, offline=None):
     """A CSRAModel (CPU, eval mode) from our checkpoint, mmpretrain's or the authors'.
 
@@ -128,6 +141,7 @@ def load_checkpoint(source, lam=None, image_size=None, class_names=None, offline
         if len(names) != kwargs["num_classes"]:
             names = default_class_names(kwargs["num_classes"])
         config = ModelConfig(**{"lam": 0.1, "image_size": 448, **kwargs, "class_names": tuple(names)})
+    saved_size = config.image_size
     try:
         if lam is not None:
             config.lam = float(lam)
@@ -143,6 +157,7 @@ def load_checkpoint(source, lam=None, image_size=None, class_names=None, offline
     except ValueError as err:  # e.g. a backbone this version does not know
         raise CheckpointError(f"{path}: bad config in checkpoint (config.backbone = {config.backbone!r}: "
                               f"{err})") from None
+    _keep_position_grid(model, state_dict, saved_size, path)
     place_weights(model, state_dict, path)
     model.info = {"source": str(source), "format": kind, "training": training}
     return model.eval()

@@ -5,19 +5,17 @@ patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1, attn.qkv, attn.proj, no
 mlp.fc1, mlp.fc2}, norm, and classifier.multi_head.N.head.weight. torchvision names the
 same tensors differently (its attention keeps q, k, v stacked the same way in
 in_proj_weight), so the mapping is a renaming. The network is told by its width, depth
-and patch size; they trained at 224 px with (0.5, 0.5) normalised pixels.
+and patch size, the input size by the position embedding's grid (14 x 14 patches of 16
+px: 224 px; their COCO releases: 28 x 28, 448 px), which is kept as it is (the loader
+gives the trunk the file's grid). They fed (0.5, 0.5) normalised pixels.
 """
 import re
-
-import torch
-import torch.nn.functional as F
 
 from .weights import CheckpointError
 
 # (embedding width, blocks, patch size) -> torchvision network
 VIT_NAMES = {(768, 12, 16): "vit_b_16", (768, 12, 32): "vit_b_32", (1024, 24, 16): "vit_l_16",
              (1024, 24, 32): "vit_l_32", (1280, 32, 14): "vit_h_14"}
-TORCHVISION_GRID = 224  # the image size torchvision builds its ViT position embeddings for
 BLOCK_PARTS = {"norm1": "ln_1", "attn.qkv.weight": "self_attention.in_proj_weight",
                "attn.qkv.bias": "self_attention.in_proj_bias", "attn.proj": "self_attention.out_proj",
                "norm2": "ln_2", "mlp.fc1": "mlp.0", "mlp.fc2": "mlp.3"}
@@ -42,16 +40,6 @@ def _trunk_key(key):
     return None
 
 
-def resample_positions(pos, grid):
-    """(1, 1 + g*g, D) -> (1, 1 + grid*grid, D): the patch part resized bicubically, the class part kept."""
-    g = int(round((pos.shape[1] - 1) ** 0.5))
-    if g == grid:
-        return pos
-    patches = pos[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=(grid, grid), mode="bicubic", align_corners=False)
-    return torch.cat([pos[:, :1], patches.flatten(2).transpose(1, 2).to(pos.dtype)], dim=1)
-
-
 def convert_authors_vit(state_dict, head_keys, source="checkpoint"):
     """(our backbone.* state dict, config kwargs) of an authors' ViT trunk; head_keys are handled by the caller."""
     missing = [k for k in ("cls_token", "pos_embed") if k not in state_dict]
@@ -72,8 +60,6 @@ def convert_authors_vit(state_dict, head_keys, source="checkpoint"):
         if ours is None:
             unknown.append(key)
             continue
-        if key == "pos_embed":
-            value = resample_positions(value, TORCHVISION_GRID // patch)
         converted["backbone." + ours] = value
     if unknown:
         raise CheckpointError(f"{source}: {len(unknown)} ViT weights of unknown role: {', '.join(unknown[:5])}")

@@ -1,12 +1,14 @@
 """The CSRA authors' ViT checkpoints (timm-style keys) load onto torchvision's ViT and give the logits
 their own network would: checked against a forward pass written out from their keys."""
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 import csra
 from csra import CheckpointError, load_checkpoint
-from csra.vit_layout import resample_positions
+from csra.backbone import vit_position_embedding
 
 DIM, DEPTH, PATCH, HEADS, GRID = 768, 12, 16, 12, 14
 
@@ -101,8 +103,31 @@ def test_authors_vit_trained_at_another_size_and_broken_files(tmp_path):
 
 def test_position_resampling_keeps_the_class_entry_and_constant_grids():
     pos = torch.randn(1, 1 + 24 * 24, 5)
-    out = resample_positions(pos, 14)
+    out = vit_position_embedding(pos, 14, 14)
     assert out.shape == (1, 1 + 14 * 14, 5) and torch.equal(out[:, 0], pos[:, 0])
-    assert resample_positions(pos, 24) is pos
+    assert vit_position_embedding(pos, 24, 24) is pos
     flat = torch.full((1, 1 + 24 * 24, 5), 2.0)
-    torch.testing.assert_close(resample_positions(flat, 14), torch.full((1, 197, 5), 2.0))
+    torch.testing.assert_close(vit_position_embedding(flat, 14, 14), torch.full((1, 197, 5), 2.0))
+
+
+def test_authors_vit_trained_at_448_px_keeps_its_28_by_28_positions_and_their_logits(tmp_path):
+    """Their COCO ViTs are 448 px releases: the file's 28 x 28 position embedding is used as it is
+    (before: squeezed to 14 x 14 at load and stretched back at run time, 1.2e-2 off their logits)."""
+    state = authors_vit_state(num_classes=5, num_heads=1, seed=4, grid=28)
+    torch.save(state, tmp_path / "vit448.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trained size: nothing is resampled, nothing said
+        model = load_checkpoint(tmp_path / "vit448.pth", lam=0.5)
+    assert model.config.image_size == 448
+    assert torch.equal(model.backbone.encoder.pos_embedding, state["module.pos_embed"])
+    x = torch.rand(1, 3, 448, 448, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ours, theirs = model(x), authors_logits(state, x, 0.5, (1,))
+    assert ((ours - theirs).norm() / theirs.norm()).item() < 1e-4
+    csra.save_checkpoint(tmp_path / "ours.pth", model)  # our own format keeps the 28 x 28 grid too
+    again = load_checkpoint(tmp_path / "ours.pth")
+    assert torch.equal(again.backbone.encoder.pos_embedding, state["module.pos_embed"])
+    with pytest.warns(UserWarning, match=r"vit448\.pth: position embeddings of a 28x28 patch grid are resampled "
+                                         r"to 14x14 for 224 px input \(the checkpoint's size: 448 px\)"):
+        smaller = load_checkpoint(tmp_path / "vit448.pth", image_size=224)
+    assert smaller.forward_features(torch.rand(1, 3, 224, 224)).shape == (1, DIM, 14, 14)
