@@ -74,8 +74,9 @@ def test_missing_data_root_and_missing_folder(tmp_path, synth):
 
 
 def test_missing_split_file_lists_the_splits_there(synth):
-    with pytest.raises(DataError, match=r"val.txt: no such split file \(splits here: test, trainval\)"):
-        load_split(synth, "val")
+    with pytest.raises(DataError, match=r"nosuch\.txt: no such split file \(tried nosuch; splits here: test, "
+                                        r"trainval\)"):
+        load_split(synth, "nosuch")
 
 
 def test_problems_are_collected_named_and_counted(synth):

@@ -2,14 +2,17 @@
 
 Formats (labels per image and class: 1 present, 0 absent, -1 ignored by the metrics):
   csv   your own data: ROOT/train.csv, ROOT/test.csv (optional ROOT/val.csv) with the columns
-        image,labels[,ignore]; image is a path relative to ROOT, labels and ignore list class
-        names separated by ';'. ROOT/classes.txt (one name a line) fixes the class order, else
-        the sorted names of train.csv. A row with no labels is an image with no class present.
+        image,labels[,ignore]; image is a path relative to ROOT that stays inside ROOT (symlinks
+        resolved), labels and ignore list class names separated by ';'. ROOT/classes.txt (one
+        name a line, no ';' in a name) fixes the class order, else the sorted names of
+        train.csv. A row with no labels is an image with no class present. Text files may
+        start with a UTF-8 byte-order mark and end lines with CRLF (as spreadsheets save them).
   coco  COCO 2014/2017: ROOT/annotations/instances_{train,val}{2014,2017}.json with the images in
         ROOT/{train,val}YEAR/ or ROOT/images/{train,val}YEAR/. Classes in the order of their
-        category ids (COCO's 80). As the CSRA authors' prepare_coco.py does, every annotation makes
-        its class present, crowd ones (iscrowd=1) included, and images without any annotation
-        are left out.
+        category ids (COCO's 80; ids and names must be unique). As the CSRA authors'
+        prepare_coco.py does, every annotation makes its class present, crowd ones (iscrowd=1)
+        included, and images without any annotation are left out (the split's notes count them).
+        Every entry is checked for its fields' types.
   json  the CSRA authors' prepared lists, ROOT/<split>*.json = [{"img_path": ..., "target": [...]}]
         (optionally "bbox": [x, y, w, h], a crop, as in their WIDER files). Targets are read as
         the authors write them: 1/0 (train files); 1/0/-1 with 0 = difficult and -1 = absent
@@ -19,11 +22,13 @@ Formats (labels per image and class: 1 present, 0 absent, -1 ignored by the metr
   voc   the PASCAL VOC 2007 layout (training.voc).
 
 Split names: "trainval" falls back to "train" and "test" to "val" (and back), so the training
-script's defaults fit every format. Everything is checked up front; problems raise DataError
-with one line naming the file (and line or entry) and how many problems there are.
+script's defaults fit every format; the split's notes say when that happened. Everything is
+checked up front; problems raise DataError with one line naming the file (and line or entry)
+and how many problems there are.
 """
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +38,11 @@ from tqdm import tqdm
 
 from csra.classes import default_class_names
 
-from .voc import (SHOWN, Annotation, DataError, VOCDataset, VOCObject, find_voc_root, load_split,
-                  summarize_problems)
+from .voc import (SHOWN, Annotation, DataError, VOCDataset, VOCLayoutError, VOCObject, fallback_notes,
+                  find_voc_root, load_split, read_class_names, split_names, summarize_problems)
 
 FORMAT_NAMES = {"voc": "PASCAL VOC", "coco": "COCO", "csv": "CSV", "json": "the CSRA authors' JSON lists"}
 FORMATS = tuple(FORMAT_NAMES)
-SPLIT_ALIASES = {"trainval": ("trainval", "train"), "train": ("train", "trainval"),
-                 "test": ("test", "val"), "val": ("val", "test")}
 CLASSES_FILE = "classes.txt"
 IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF", b"II*\x00", b"MM\x00*")
 COCO_YEARS = ("2017", "2014")
@@ -60,13 +63,10 @@ class DataSplit:
     labels: np.ndarray
     annotations: list = None  # boxes per image (COCO, VOC), for the pointing game
     crops: list = None  # (x, y, w, h) or None per image: the part of the image to use
+    notes: tuple = ()  # lines to show the user (a split read from its alias, images left out)
 
     def __len__(self):
         return len(self.image_paths)
-
-
-def split_names(split):
-    return SPLIT_ALIASES.get(split, (split,))
 
 
 def detect_format(root):
@@ -78,13 +78,18 @@ def detect_format(root):
         return "csv"
     if list((root / "annotations").glob("instances_*.json")):
         return "coco"
+    voc_problem = None
     try:
         find_voc_root(root)
         return "voc"
+    except VOCLayoutError as err:  # VOC-like, but not readable as it is: say why, unless JSON lists are here
+        voc_problem = err
     except DataError:
         pass
     if list(root.glob("*.json")):
         return "json"
+    if voc_problem:
+        raise voc_problem
     raise DataError(f"no dataset in {root}: expected train.csv + test.csv (csv), annotations/instances_*.json "
                     "(coco), VOC2007/{JPEGImages,Annotations,ImageSets} (voc) or the CSRA authors' *.json lists "
                     "(json); make an example with `python -m training.make_synthetic --format csv --out DIR`")
@@ -127,33 +132,21 @@ def check_images(paths, where):
         raise DataError(f"{where}: " + summarize_problems(problems, f"of {len(paths)} images missing or unreadable"))
 
 
-def read_class_file(path):
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    if not names:
-        raise DataError(f"{path}: lists no class names")
-    seen = {}
-    for lineno, name in enumerate(names, 1):
-        if name in seen:
-            raise DataError(f"{path}: class {name!r} is listed twice")
-        seen[name] = lineno
-    return names
-
-
 def _find_split_file(root, split, candidates, what):
-    """The first existing file of candidates(name) over the split's aliases."""
+    """(the first existing file of candidates(name) over the split's aliases, that name)."""
     for name in split_names(split):
         found = [p for p in candidates(name) if p.is_file()]
         if len(found) > 1:
             raise DataError(f"{root}: several {what} files for split {split!r}: "
                             + ", ".join(p.name for p in found))
         if found:
-            return found[0]
+            return found[0], name
     have = sorted({p.name for p in root.glob("*") if p.is_file()})
     raise DataError(f"{root}: no {what} file for split {split!r} (tried {', '.join(split_names(split))}; "
                     f"files here: {', '.join(have[:10]) or 'none'})")
 
 
-def _finish(root, split, format, source, classes, paths, labels, limit, annotations=None, crops=None):
+def _finish(root, split, format, source, classes, paths, labels, limit, annotations=None, crops=None, notes=()):
     if not paths:
         raise DataError(f"{source}: the split {split!r} lists no images")
     if limit:
@@ -162,7 +155,8 @@ def _finish(root, split, format, source, classes, paths, labels, limit, annotati
         crops = crops[:limit] if crops is not None else None
     check_images(paths, f"{source}")
     labels = np.asarray(labels, dtype=np.int8).reshape(len(paths), len(classes))
-    return DataSplit(root, split, format, source, tuple(classes), list(paths), labels, annotations, crops)
+    return DataSplit(root, split, format, source, tuple(classes), list(paths), labels, annotations, crops,
+                     tuple(notes))
 
 
 # ------------------------------------------------------------------- csv
@@ -203,8 +197,8 @@ def _read_csv_rows(path):
 def csv_classes(root):
     """classes.txt's names, else the sorted names used in train.csv (or trainval.csv)."""
     if (root / CLASSES_FILE).is_file():
-        return read_class_file(root / CLASSES_FILE), root / CLASSES_FILE
-    path = _find_split_file(root, "train", lambda name: [root / f"{name}.csv"], "CSV")
+        return read_class_names(root / CLASSES_FILE), root / CLASSES_FILE
+    path, _ = _find_split_file(root, "train", lambda name: [root / f"{name}.csv"], "CSV")
     names = sorted({n for _, _, labels, ignore in _read_csv_rows(path) for n in labels + ignore})
     if not names:
         raise DataError(f"{path}: no class name in any row, and no {CLASSES_FILE} to list them")
@@ -212,8 +206,9 @@ def csv_classes(root):
 
 
 def read_csv_split(root, split, limit=None):
-    path = _find_split_file(root, split, lambda name: [root / f"{name}.csv"], "CSV")
+    path, used = _find_split_file(root, split, lambda name: [root / f"{name}.csv"], "CSV")
     classes, class_source = csv_classes(root)
+    inside = root.resolve()
     index = {name: i for i, name in enumerate(classes)}
     rows = _read_csv_rows(path)
     problems, unknown, seen, paths, labels = [], {}, {}, [], []
@@ -224,6 +219,10 @@ def read_csv_split(root, split, limit=None):
         both = sorted(set(present) & set(ignored))
         if both:
             problems.append(f"line {lineno}: {', '.join(both)} both in labels and ignore")
+        if not (root / image).resolve().is_relative_to(inside):
+            problems.append(f"line {lineno}: {image} is outside the data root {root} (image paths are relative "
+                            "to it and stay inside it, symlinks resolved)")
+            continue
         key = Path(image).as_posix()
         if key in seen:
             problems.append(f"line {lineno}: {image} repeats line {seen[key]}")
@@ -242,7 +241,8 @@ def read_csv_split(root, split, limit=None):
                            + ", ".join(classes[:30]) + (" ..." if len(classes) > 30 else ""))
     if problems:
         raise DataError(f"{path}: " + summarize_problems(problems))
-    return _finish(root, split, "csv", path, classes, paths, labels, limit)
+    return _finish(root, split, "csv", path, classes, paths, labels, limit,
+                   notes=fallback_notes(split, used, path))
 
 
 # ------------------------------------------------------------------- coco
@@ -266,30 +266,77 @@ def _load_json(path):
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
 
 
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# COCO entry fields: name -> (check, what it must be, required)
+COCO_ID = (_whole, "a whole number", True)
+COCO_FIELDS = {
+    "categories": {"id": COCO_ID, "name": (lambda v: isinstance(v, str) and v.strip(), "a name", True)},
+    "images": {"id": COCO_ID, "file_name": (lambda v: isinstance(v, str) and v, "a file name", True),
+               "width": (lambda v: _number(v) and v >= 0, "a number >= 0", False),
+               "height": (lambda v: _number(v) and v >= 0, "a number >= 0", False)},
+    "annotations": {"image_id": COCO_ID, "category_id": COCO_ID,
+                    "bbox": (lambda v: isinstance(v, list) and len(v) == 4 and all(map(_number, v)),
+                             "[x, y, width, height] (four numbers)", False)},
+}
+
+
+def _coco_entry_problems(section, entries):
+    """'SECTION entry K: FIELD must be WHAT, got JSON' for every entry whose fields do not fit COCO_FIELDS."""
+    problems = []
+    for k, entry in enumerate(entries):
+        where = f"{section} entry {k}"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: {json.dumps(entry)[:40]} is not an object")
+            continue
+        where += f" (id {json.dumps(entry['id'])[:20]})" if section == "annotations" and "id" in entry else ""
+        for name, (ok, wanted, required) in COCO_FIELDS[section].items():
+            if name not in entry:
+                if required:
+                    problems.append(f"{where}: no {name}")
+            elif not ok(entry[name]):
+                problems.append(f"{where}: {name} must be {wanted}, got {json.dumps(entry[name])[:40]}")
+    return problems
+
+
+def _repeats(section, entries, field, what):
+    """'SECTION entries J and K both have FIELD VALUE' for each repeated value."""
+    first, problems = {}, []
+    for k, entry in enumerate(entries):
+        value = entry[field]
+        if value in first:
+            problems.append(f"{section} entries {first[value]} and {k} both have {what} {value!r}")
+        first.setdefault(value, k)
+    return problems
+
+
 def read_coco_split(root, split, limit=None):
-    path = coco_annotation_file(root, split)
+    path, used = coco_annotation_file(root, split)
     image_dir_name = path.stem.removeprefix("instances_")
     data = _load_json(path)
-    if not isinstance(data, dict) or not {"images", "annotations", "categories"} <= set(data):
+    if not isinstance(data, dict) or not set(COCO_FIELDS) <= set(data):
         raise DataError(f"{path}: not a COCO instances file (needs images, annotations and categories)")
-    try:
-        categories = sorted(data["categories"], key=lambda c: c["id"])
-        classes = tuple(c["name"] for c in categories)
-        class_of = {c["id"]: k for k, c in enumerate(categories)}
-        images = {im["id"]: im for im in data["images"]}
-        file_names = {image_id: im["file_name"] for image_id, im in images.items()}
-    except (KeyError, TypeError) as err:
-        raise DataError(f"{path}: bad categories or images entry ({err!r} missing)") from None
-    problems = []
-    if len(images) != len(data["images"]):
-        problems.append(f"{len(data['images']) - len(images)} duplicate image id(s)")
+    bad = [f"'{key}' is {json.dumps(data[key])[:20]}, not a list" for key in COCO_FIELDS
+           if not isinstance(data[key], list)]
+    problems = bad or [problem for key in COCO_FIELDS for problem in _coco_entry_problems(key, data[key])]
+    if problems:
+        raise DataError(f"{path}: " + summarize_problems(problems))
+    problems = (_repeats("categories", data["categories"], "id", "id")
+                + _repeats("categories", data["categories"], "name", "the name")
+                + _repeats("images", data["images"], "id", "id"))
+    categories = sorted(data["categories"], key=lambda c: c["id"])
+    classes = tuple(c["name"] for c in categories)
+    class_of = {c["id"]: k for k, c in enumerate(categories)}
+    images = {im["id"]: im for im in data["images"]}
     objects = {}
     for k, ann in enumerate(data["annotations"]):
-        try:
-            image_id, category, bbox = ann["image_id"], ann["category_id"], ann.get("bbox")
-        except (KeyError, TypeError):
-            problems.append(f"annotation entry {k}: no image_id or category_id")
-            continue
+        image_id, category, bbox = ann["image_id"], ann["category_id"], ann.get("bbox")
         if category not in class_of:
             problems.append(f"annotation entry {k} (id {ann.get('id')}): category_id {category} is not in "
                             f"categories ({', '.join(map(str, list(class_of)[:10]))} ...)")
@@ -309,13 +356,17 @@ def read_coco_split(root, split, limit=None):
         boxes = []
         for c, bbox in objects[image_id]:
             row[c] = 1
-            if bbox and len(bbox) == 4:
+            if bbox is not None:
                 x, y, w, h = bbox
                 boxes.append(VOCObject(c, False, (int(x) + 1, int(y) + 1, int(round(x + w)), int(round(y + h)))))
-        paths.append(folder / file_names[image_id])
+        paths.append(folder / image["file_name"])
         labels.append(row)
         annotations.append(Annotation(int(image.get("width", 0)), int(image.get("height", 0)), boxes))
-    return _finish(root, split, "coco", path, classes, paths, labels, limit, annotations)
+    notes = fallback_notes(split, used, path)
+    if len(objects) < len(images):
+        notes += (f"{path}: {len(images) - len(objects)} of {len(images)} images have no annotation and are left "
+                  "out (as the CSRA authors' prepare_coco.py does)",)
+    return _finish(root, split, "coco", path, classes, paths, labels, limit, annotations, notes=notes)
 
 
 # ------------------------------------------------------------------- the authors' json lists
@@ -345,7 +396,7 @@ def authors_targets(targets, path):
 
 
 def read_json_split(root, split, limit=None):
-    path = json_split_file(root, split)
+    path, used = json_split_file(root, split)
     entries = _load_json(path)
     if not isinstance(entries, list):
         raise DataError(f"{path}: expected a list of {{\"img_path\", \"target\"}} entries, got a "
@@ -378,10 +429,10 @@ def read_json_split(root, split, limit=None):
         raise DataError(f"{path}: the split {split!r} lists no images")
     labels = authors_targets(np.asarray(targets), path)
     if (root / CLASSES_FILE).is_file():
-        classes = read_class_file(root / CLASSES_FILE)
+        classes = read_class_names(root / CLASSES_FILE)
         if len(classes) != labels.shape[1]:
             raise DataError(f"{root / CLASSES_FILE}: {len(classes)} names for targets of {labels.shape[1]} classes")
     else:
         classes = default_class_names(labels.shape[1])
     return _finish(root, split, "json", path, classes, paths, labels, limit,
-                   crops=crops if any(c is not None for c in crops) else None)
+                   crops=crops if any(c is not None for c in crops) else None, notes=fallback_notes(split, used, path))

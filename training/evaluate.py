@@ -145,6 +145,8 @@ def evaluate(args):
     model = csra.load_checkpoint(args.weights, lam=args.lam, image_size=args.img_size,
                                  offline=args.offline or None)
     split = open_dataset(args.data_root, args.split, args.dataset, args.limit)
+    for note in split.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.pointing_game and split.annotations is None:
         raise ConfigError(f"--pointing-game needs boxes, which {split.format} data do not have (VOC and COCO do)")
     order = class_order(model.class_names, split.classes, args.weights)

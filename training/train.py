@@ -304,6 +304,9 @@ def run(ctx, args, given, interrupt=None):
     test_split = open_dataset(args.data_root, args.test_split, train_split.format, args.limit)
     if tuple(test_split.classes) != tuple(train_split.classes):
         raise DataError(f"{test_split.source} has other classes than {train_split.source}")
+    if ctx.is_main:
+        for note in train_split.notes + test_split.notes:
+            print(f"note: {note}", file=sys.stderr)
     classes = train_split.classes
     args.dataset = train_split.format
     if state is None:

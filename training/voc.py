@@ -2,8 +2,11 @@
 
 The layout is VOC2007/{JPEGImages,Annotations,ImageSets/Main}. --data-root may
 name the VOC2007 folder itself, the VOCdevkit folder holding it, or the folder
-holding VOCdevkit. An optional classes.txt in the VOC2007 folder (one name a
-line) gives the classes, in order; without it they are VOC's 20.
+holding VOCdevkit; another year's folder (VOC2012) is read when --data-root names
+it. An optional classes.txt in the VOC2007 folder (one name a line) gives the
+classes, in order; without it they are VOC's 20. A split without its file falls
+back to its alias (test -> val, trainval -> train; SPLIT_ALIASES), and the
+split's notes say so.
 
 Labels per image and class: 1 present, 0 absent, -1 present only as
 "difficult" objects (ignored by the metrics; negative in training). Every
@@ -24,10 +27,28 @@ SUBDIRS = ("JPEGImages", "Annotations", "ImageSets/Main")
 CLASSES_FILE = "classes.txt"
 JPEG_MAGIC = b"\xff\xd8\xff"
 SHOWN = 5  # problems listed by name in one message
+# A split that has no file of its own is read from its alias, so the training script's defaults
+# (trainval, test) fit VOC2012 (train, val, trainval) and the other formats' train/val files.
+SPLIT_ALIASES = {"trainval": ("trainval", "train"), "train": ("train", "trainval"),
+                 "test": ("test", "val"), "val": ("val", "test")}
+FLAGS = {"0": False, "1": True, "false": False, "true": True}  # VOC's <difficult>, as written by tools
 
 
 class DataError(ValueError):
     """The dataset is missing or broken; the message names the files."""
+
+
+class VOCLayoutError(DataError):
+    """A VOC layout is there but cannot be read as it is (folders missing, or another year's folder)."""
+
+
+def split_names(split):
+    return SPLIT_ALIASES.get(split, (split,))
+
+
+def fallback_notes(split, used, source):
+    """The line that says a split was read from its alias (empty when it was not)."""
+    return (f"no '{split}' split: using '{used}' ({source})",) if used != split else ()
 
 
 @dataclass
@@ -60,35 +81,63 @@ def find_voc_root(data_root):
     for candidate in (root, root / "VOC2007", root / "VOCdevkit" / "VOC2007"):
         if candidate.is_dir() and any((candidate / d).exists() for d in SUBDIRS):
             missing = [d for d in SUBDIRS if not (candidate / d).is_dir()]
-            raise DataError(f"{candidate} is missing the folder(s) {', '.join(missing)} of the VOC layout")
+            raise VOCLayoutError(f"{candidate} is missing the folder(s) {', '.join(missing)} of the VOC layout")
+    others = sorted(p for p in [*root.glob("VOC20*"), *root.glob("VOCdevkit/VOC20*")]
+                    if all((p / d).is_dir() for d in SUBDIRS))
+    if others:
+        raise VOCLayoutError(f"no VOC2007 folder in {root}, but {', '.join(map(str, others))}: to use it, give it "
+                             f"as the data root (--data-root {others[0]})")
     raise DataError(
         f"no VOC dataset in {root}: expected {root}/VOCdevkit/VOC2007/ (or VOC2007/ or the VOC2007 "
         f"folder itself) with {', '.join(SUBDIRS)}; get VOC07 with `python -m training.download_voc "
         f"--out {root}` or make a synthetic set with `python -m training.make_synthetic --out {root}`")
 
 
+def read_lines(path):
+    """The non-blank lines of a text file, stripped; a UTF-8 byte-order mark (as spreadsheets and
+    Windows editors write) is not part of the first line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: unreadable ({err})") from None
+    return [(k, line.strip()) for k, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def read_class_names(path):
+    """The class names of a classes.txt, one a line: none twice, none holding ';' (it separates labels)."""
+    lines = read_lines(path)
+    if not lines:
+        raise DataError(f"{path}: lists no class names")
+    seen = {}
+    for lineno, name in lines:
+        if ";" in name:
+            raise DataError(f"{path}:{lineno}: class name {name!r} holds ';', which separates labels (in CSV "
+                            "files and predictions) and cannot be part of a name")
+        if name in seen:
+            raise DataError(f"{path}:{lineno}: class {name!r} is listed twice (first on line {seen[name]})")
+        seen[name] = lineno
+    return tuple(seen)
+
+
 def read_classes(voc_root):
     """Class names from classes.txt, else VOC's 20 classes."""
     path = Path(voc_root) / CLASSES_FILE
-    if not path.is_file():
-        return tuple(VOC_CLASSES)
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    if not names:
-        raise DataError(f"{path} lists no class names")
-    if len(set(names)) != len(names):
-        raise DataError(f"{path} lists a class name twice")
-    return names
+    return read_class_names(path) if path.is_file() else tuple(VOC_CLASSES)
 
 
 def read_split(voc_root, split):
-    path = Path(voc_root) / "ImageSets" / "Main" / f"{split}.txt"
-    if not path.is_file():
-        have = sorted(p.stem for p in path.parent.glob("*.txt") if "_" not in p.stem)
-        raise DataError(f"{path}: no such split file (splits here: {', '.join(have) or 'none'})")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    """(image ids, the split name read): the split's file, else its alias's (SPLIT_ALIASES)."""
+    folder = Path(voc_root) / "ImageSets" / "Main"
+    used = next((name for name in split_names(split) if (folder / f"{name}.txt").is_file()), None)
+    if used is None:
+        have = sorted(p.stem for p in folder.glob("*.txt") if "_" not in p.stem)
+        raise DataError(f"{folder / split}.txt: no such split file (tried {', '.join(split_names(split))}; "
+                        f"splits here: {', '.join(have) or 'none'})")
+    path = folder / f"{used}.txt"
+    ids = [line.split()[0] for _, line in read_lines(path)]
     if not ids:
         raise DataError(f"{path}: the split lists no images")
-    return ids
+    return ids, used
 
 
 def parse_annotation(path, class_index):
@@ -109,7 +158,10 @@ def parse_annotation(path, class_index):
                 raise DataError(f"{path}: unknown class {name!r} (classes: {', '.join(class_index)})")
             bb = obj.find("bndbox")
             box = tuple(int(round(float(bb.findtext(k)))) for k in ("xmin", "ymin", "xmax", "ymax"))
-            difficult = (obj.findtext("difficult") or "0").strip() == "1"
+            flag = (obj.findtext("difficult") or "0").strip()
+            if flag.lower() not in FLAGS:
+                raise DataError(f"{path}: <difficult>{flag}</difficult> of a {name} (must be 0, 1, false or true)")
+            difficult = FLAGS[flag.lower()]
             objects.append(VOCObject(class_index[name], difficult, box))
     except DataError:
         raise
@@ -147,6 +199,7 @@ class VOCSplit:
     image_paths: list
     annotations: list
     labels: np.ndarray
+    notes: tuple = ()  # lines to show the user (a split read from its alias)
     format = "voc"
     crops = None  # every image whole (see training.datasets for formats with crops)
 
@@ -171,7 +224,7 @@ def load_split(data_root, split, limit=None):
     voc_root = find_voc_root(data_root)
     classes = read_classes(voc_root)
     class_index = {name: i for i, name in enumerate(classes)}
-    ids = read_split(voc_root, split)
+    ids, used = read_split(voc_root, split)
     if limit:
         ids = ids[:limit]
     problems, annotations, image_paths = [], [], []
@@ -192,10 +245,12 @@ def load_split(data_root, split, limit=None):
         except DataError as err:
             problems.append(str(err))
     if problems:
-        raise DataError(f"split '{split}' of {voc_root}: " + summarize_problems(problems)
+        raise DataError(f"split '{used}' of {voc_root}: " + summarize_problems(problems)
                         + "; nothing was trained")
     labels = np.stack([labels_from_objects(a.objects, len(classes)) for a in annotations])
-    return VOCSplit(voc_root, split, classes, ids, image_paths, annotations, labels)
+    found = VOCSplit(voc_root, used, classes, ids, image_paths, annotations, labels)
+    found.notes = fallback_notes(split, used, found.source)
+    return found
 
 
 class VOCDataset(Dataset):
