@@ -17,6 +17,7 @@ Files that cannot be read are reported on stderr and skipped. Exit code:
 that cannot be used (corrupt, too long, a still image under a video's name or the reverse).
 """
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -136,8 +137,14 @@ def save_heatmaps(path, maps, classes, names, out_dir, stem):
 # ---------------------------------------------------------------- outputs
 
 def shown(path):
-    """A path as valid text: file names that are not valid UTF-8 get U+FFFD for their odd bytes."""
-    return os.fsencode(path).decode("utf-8", errors="replace")
+    """A path as valid text that still tells every file apart: a byte that is not UTF-8 is written
+    \\xNN and, where a backslash is an ordinary file-name character (not Windows), a backslash is
+    written \\\\. So caf<E9>.jpg, caf<E8>.jpg, caf\ufffd.jpg and caf\\xe9.jpg stay four names, and
+    each name's bytes can be read back (they are Python's string escapes)."""
+    raw = os.fsencode(path)
+    if os.sep != "\\":
+        raw = raw.replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def write_csv(path, predictions, class_names):
@@ -197,11 +204,25 @@ def row_name(p):
     return shown(p.path) if p.frame is None else f"{shown(p.path)} #{p.frame} {p.time:.3f}s"
 
 
+def print_results(predictions, class_names):
+    """The table on stdout; False, after one line on stderr, when stdout cannot take it (a full disk)."""
+    try:
+        print_table(predictions, class_names)
+        sys.stdout.flush()
+    except OSError as err:
+        print(f"error: cannot write the results to standard output ({err.strerror or one_line(err)})",
+              file=sys.stderr)
+        with contextlib.suppress(OSError, ValueError):  # what is still buffered would fail again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return False
+    return True
+
+
 def write_outputs(out, predictions, failures, model, args):
+    """Write the results to `out` (.csv or .json) or as a table to stdout; False if stdout failed."""
     names = model.class_names
     if out is None:
-        print_table(predictions, names)
-        return
+        return print_results(predictions, names)
     out = Path(out)
     about = {"weights": args.weights, "classifier": args.classifier, "lam": float(model.lam),
              "threshold": args.threshold, "score": model.score_kind}
@@ -211,6 +232,7 @@ def write_outputs(out, predictions, failures, model, args):
         else:
             write_json(tmp, predictions, failures, names, about)
     print(f"wrote {len(predictions)} rows to {out}", file=sys.stderr)
+    return True
 
 
 # ---------------------------------------------------------------- command line
@@ -309,7 +331,12 @@ def main(argv=None):
     for failure in failures:
         print(f"skipped {failure.message}", file=sys.stderr)
     if args.heatmaps and not overlay_video_name(args.heatmaps):
-        Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(args.heatmaps).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            print(f"error: --heatmaps {args.heatmaps}: cannot make the folder ({err.strerror or one_line(err)})",
+                  file=sys.stderr)
+            return 2
     predictions, interrupted = [], False
     try:
         images = predict_images(model, files, args.batch_size, device, args.workers, args.threshold,
@@ -323,10 +350,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         interrupted = True  # keep what was predicted so far
     try:
-        write_outputs(args.out, predictions, failures, model, args)
+        if not write_outputs(args.out, predictions, failures, model, args):
+            return 2
     except OSError as err:  # never lose finished work: the results go to stdout instead
         print(f"error: cannot write {args.out}: {one_line(err)}; the results follow on stdout", file=sys.stderr)
-        print_table(predictions, model.class_names)
+        print_results(predictions, model.class_names)
         return 2
     unreadable = len({str(f.path) for f in failures})
     frames = sum(p.frame is not None for p in predictions)

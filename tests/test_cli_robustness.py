@@ -1,6 +1,7 @@
 """csra.predict checks its outputs before predicting and never loses finished results; every CLI
 option is validated by argparse with one usage line (before: tracebacks, silently ignored
 values, or results thrown away after all the work)."""
+import codecs
 import csv
 import json
 import os
@@ -100,10 +101,58 @@ def test_non_utf8_file_names_are_written_safely(tiny, tmp_path):
             images_written = [r[0] for r in rows]
         else:
             images_written = [p["image"] for p in json.loads(text)["predictions"]]
-        assert sorted(images_written) == sorted([str(folder / "caf\ufffd-latin1.png"), str(folder / "plain.png")])
+        assert sorted(images_written) == sorted([str(folder / "caf\\xe9-latin1.png"), str(folder / "plain.png")])
     proc = run_predict(folder, "--weights", weights)  # the table on stdout
-    assert proc.returncode == 0 and "caf\ufffd-latin1.png" in proc.stdout.decode("utf-8")
+    assert proc.returncode == 0 and "caf\\xe9-latin1.png" in proc.stdout.decode("utf-8")
     assert len(list((tmp_path / "maps").glob("caf*.png"))) == 20
+
+
+@pytest.mark.skipif(sys.platform in ("darwin", "win32"), reason="needs file names of any bytes")
+def test_names_that_differ_only_in_odd_bytes_stay_apart(tiny, tmp_path, capsys):
+    """caf<E9>, caf<E8> (Latin-1, not UTF-8), caf\ufffd (U+FFFD itself) and caf\\xe9 (a backslash):
+    four files, four rows, each name read back to its bytes (before: the first three all became
+    caf\ufffd.png, so their results could not be told apart)."""
+    _, weights, _ = tiny
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    names = [b"caf\xe9.png", b"caf\xe8.png", "caf\ufffd.png".encode(), b"caf\\xe9.png"]
+    for k, name in enumerate(names):
+        blob_image(k).save(os.path.join(os.fsencode(folder), name), format="PNG")
+    written = {}
+    for suffix in (".csv", ".json"):
+        out = tmp_path / f"preds{suffix}"
+        assert predict.main([str(folder), "--weights", str(weights), "--out", str(out), "--workers", "0",
+                             "--no-progress"]) == 0
+        text = out.read_text(encoding="utf-8")
+        written[suffix] = [r[0] for r in list(csv.reader(text.splitlines()))[1:]] if suffix == ".csv" \
+            else [p["image"] for p in json.loads(text)["predictions"]]
+    assert predict.main([str(folder), "--weights", str(weights), "--workers", "0", "--no-progress"]) == 0
+    written["table"] = [line.split("  ")[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    for rows in written.values():
+        assert len(set(rows)) == 4
+        assert sorted(codecs.escape_decode(row.encode("utf-8"))[0] for row in rows) == \
+               sorted(os.path.join(os.fsencode(folder), name) for name in names)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where no folder can be made")
+def test_a_heatmap_folder_that_cannot_be_made_is_one_line(tiny):
+    _, weights, images = tiny
+    proc = run_predict(images, "--weights", weights, "--heatmaps", "/proc/x")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1 and "/proc/x" in err
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_results_to_a_full_stdout_are_one_line(tiny):
+    _, weights, images = tiny
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "csra.predict", str(images), "--weights", str(weights),
+                               "--no-progress", "--workers", "0"], cwd=ROOT, stdout=full, stderr=subprocess.PIPE,
+                              timeout=300)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 2, err
+    assert err == "error: cannot write the results to standard output (No space left on device)"
 
 
 PREDICT_BAD = [(["--threshold", "-1"], "--threshold"), (["--threshold", "nan"], "--threshold"),
