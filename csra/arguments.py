@@ -8,6 +8,9 @@ import math
 
 LAM_MAX = 10.0  # the paper's lambdas are 0.02-1; far larger ones only push scores to 0 or 1
 MIN_IMAGE_SIZE = 32  # the backbones' stride: a smaller image gives no score map
+MAX_IMAGE_SIZE = 2048  # 4.6x the papers' 448 px; one 100000 px image would need 120 GB before the network
+MAX_WORKERS = 64  # data-loading processes; more only add memory and start-up time
+MAX_SEED = 2 ** 32 - 1  # numpy's seed range
 
 
 def _number(text, kind):
@@ -21,21 +24,24 @@ def _number(text, kind):
     return value
 
 
-def _at_least(kind, low, strict, words):
-    """An argparse type: a finite number of `kind` >= low (> low if strict), else "VALUE: must be WORDS"."""
+def _within(kind, low, words, high=math.inf, strict=False):
+    """An argparse type: a finite number of `kind` >= low (> low if strict) and <= high, else
+    "VALUE: must be WORDS"."""
     def check(text):
         value = _number(text, kind)
-        if value < low or (strict and value == low):
+        if value < low or (strict and value == low) or value > high:
             raise argparse.ArgumentTypeError(f"{value:g}: must be {words}")
         return value
     return check
 
 
-positive_int = _at_least(int, 1, False, "at least 1")
-nonnegative_int = _at_least(int, 0, False, "0 or more")
-image_size = _at_least(int, MIN_IMAGE_SIZE, False, f"at least {MIN_IMAGE_SIZE} pixels")
-positive_float = _at_least(float, 0, True, "greater than 0")
-nonnegative_float = _at_least(float, 0, False, "0 or more")
+positive_int = _within(int, 1, "at least 1")
+nonnegative_int = _within(int, 0, "0 or more")
+image_size = _within(int, MIN_IMAGE_SIZE, f"{MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels", MAX_IMAGE_SIZE)
+workers = _within(int, 0, f"0 to {MAX_WORKERS} processes", MAX_WORKERS)
+seed = _within(int, 0, f"0 to {MAX_SEED} (2**32 - 1)", MAX_SEED)
+positive_float = _within(float, 0, "greater than 0", strict=True)
+nonnegative_float = _within(float, 0, "0 or more")
 
 
 def fraction(text):

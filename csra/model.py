@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 from torch import nn
 
+from .arguments import LAM_MAX, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from .backbone import build_backbone, family_of
 from .classes import default_class_names
 from .head import TEMPERATURES, CSRAHead, temperatures_for
@@ -56,8 +57,9 @@ class ModelConfig:
             ("backbone", isinstance(self.backbone, str) and self.backbone, "a backbone name"),
             ("num_classes", whole(self.num_classes) and self.num_classes >= 1, "a whole number >= 1"),
             ("num_heads", whole(self.num_heads) and self.num_heads >= 1, "a whole number >= 1"),
-            ("lam", real(self.lam), "a finite number"),
-            ("image_size", whole(self.image_size) and self.image_size >= 1, "a whole number of pixels >= 1"),
+            ("lam", real(self.lam) and 0 <= self.lam <= LAM_MAX, f"a number from 0 to {LAM_MAX:g}"),
+            ("image_size", whole(self.image_size) and MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE,
+             f"a whole number of pixels from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}"),
             ("mean", _triple(self.mean) and all(real(v) for v in self.mean), "three finite numbers"),
             ("std", _triple(self.std) and all(real(v) and v > 0 for v in self.std),
              "three finite numbers > 0"),

@@ -174,7 +174,10 @@ TRAIN_BAD = [(["--batch-size", "0"], "--batch-size"), (["--img-size", "0"], "--i
              (["--img-size", "-64"], "--img-size"), (["--crop-scale", "2", "1"], "--crop-scale"),
              (["--crop-scale", "0.9", "0.5"], "--crop-scale"), (["--workers", "-1"], "--workers"),
              (["--limit", "0"], "--limit"), (["--epochs", "0"], "--epochs"), (["--lam", "nan"], "--lam"),
-             (["--lr", "-1"], "--lr"), (["--val-every", "0"], "--val-every")]
+             (["--lr", "-1"], "--lr"), (["--val-every", "0"], "--val-every"),
+             # before: a numpy traceback, an OOM kill, 100000 worker processes
+             (["--seed", "-1"], "--seed"), (["--seed", str(2 ** 32)], "--seed"),
+             (["--img-size", "100000"], "--img-size"), (["--workers", "100000"], "--workers")]
 
 
 @pytest.mark.parametrize("args,option", TRAIN_BAD, ids=[" ".join(a) for a, _ in TRAIN_BAD])
@@ -189,7 +192,9 @@ def test_train_options_are_validated(tmp_path, capsys, args, option):
 
 @pytest.mark.parametrize("args,option", [(["--batch-size", "0"], "--batch-size"),
                                          (["--threshold", "nan"], "--threshold"), (["--limit", "0"], "--limit"),
-                                         (["--img-size", "-5"], "--img-size"), (["--lam", "inf"], "--lam")])
+                                         (["--img-size", "-5"], "--img-size"), (["--lam", "inf"], "--lam"),
+                                         (["--img-size", "200000"], "--img-size"),
+                                         (["--workers", "100000"], "--workers")])
 def test_evaluate_options_are_validated(tmp_path, capsys, args, option):
     with pytest.raises(SystemExit) as info:
         evaluate.main(["--weights", "w.pth", "--data-root", str(tmp_path), *args])

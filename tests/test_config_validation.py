@@ -27,6 +27,10 @@ BAD_CONFIGS = [
     ("image_size", -5, "image_size"),
     ("image_size", 0, "image_size"),
     ("image_size", 4.5, "image_size"),
+    ("lam", -1.0, "lam"),  # before: loaded, and the app refused every upload until the slider moved
+    ("lam", 1e30, "lam"),
+    ("image_size", 1, "image_size"),  # smaller than the backbones' stride: no score map
+    ("image_size", 200000, "image_size"),  # before: a MemoryError traceback in evaluate
     ("num_classes", 0, "num_classes"),
     ("num_heads", 3, "num_heads"),
     ("class_names", [1, 2] + [3] * 18, "class_names"),
@@ -71,11 +75,18 @@ def test_overrides_at_load_time_are_checked_too(good_checkpoint):
         load_checkpoint(good_checkpoint, lam=float("nan"))
     with pytest.raises(CheckpointError, match=r"good\.pth: bad config.*config\.image_size"):
         load_checkpoint(good_checkpoint, image_size=0)
+    with pytest.raises(CheckpointError, match=r"config\.lam = 11\.0: must be a number from 0 to 10"):
+        load_checkpoint(good_checkpoint, lam=11)
+    with pytest.raises(CheckpointError, match=r"config\.image_size = 4096: must be a whole number of pixels from "
+                                              r"32 to 2048"):
+        load_checkpoint(good_checkpoint, image_size=4096)
     assert load_checkpoint(good_checkpoint, lam=0.3).lam == pytest.approx(0.3)
+    assert load_checkpoint(good_checkpoint, lam=10, image_size=2048).config.image_size == 2048
 
 
 @pytest.mark.parametrize("field,value", [("backbone", "resnet9999"), ("std", [0.0, 1.0, 1.0]),
-                                         ("lam", float("nan")), ("image_size", -5)])
+                                         ("lam", float("nan")), ("image_size", -5), ("lam", -1.0),
+                                         ("image_size", 200000)])
 def test_every_entry_point_gives_one_line(good_checkpoint, tmp_path, capsys, field, value):
     path = with_config(good_checkpoint, tmp_path, field, value)
     image = tmp_path / "x.png"

@@ -51,7 +51,7 @@ def build_parser():
                    help="input size (default: the checkpoint's)")
     p.add_argument("--threshold", type=arguments.fraction, default=0.5, help="score threshold for CP/CR/OP/OR")
     p.add_argument("--batch-size", type=arguments.positive_int, default=16)
-    p.add_argument("--workers", type=arguments.nonnegative_int, default=min(8, os.cpu_count() or 1))
+    p.add_argument("--workers", type=arguments.workers, default=min(8, os.cpu_count() or 1))
     p.add_argument("--device", default=None,
                    help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")

@@ -224,7 +224,7 @@ def parse_args(argv=None):
     parser.add_argument("--weights", help="state dict of the classifier (default: torchvision's ImageNet "
                                           "weights, downloaded once into torch.hub's cache)")
     parser.add_argument("--batch-size", type=arguments.positive_int, default=32)
-    parser.add_argument("--workers", type=arguments.nonnegative_int, default=2,
+    parser.add_argument("--workers", type=arguments.workers, default=2,
                         help="image decoding processes (default 2)")
     parser.add_argument("--device", default="auto",
                         help="auto (default: CUDA, else Apple MPS, else CPU), cpu, cuda, cuda:N or mps")

@@ -81,7 +81,7 @@ def build_parser(suppress=False):
     g.add_argument("--test-split", default=d("test"))
     g.add_argument("--limit", type=arguments.positive_int, default=d(None), metavar="N",
                    help="use only the first N images of each split (quick runs)")
-    g.add_argument("--workers", type=arguments.nonnegative_int, default=d(min(8, os.cpu_count() or 1)),
+    g.add_argument("--workers", type=arguments.workers, default=d(min(8, os.cpu_count() or 1)),
                    help="data loading processes per training process (0: load in the main process)")
     g = p.add_argument_group("model")
     g.add_argument("--backbone", default=d("resnet101"), choices=csra.list_backbones(), metavar="NAME",
@@ -115,7 +115,7 @@ def build_parser(suppress=False):
                    help="area range of the random resized crop")
     g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=d(True),
                    help="random horizontal flip")
-    g.add_argument("--seed", type=int, default=d(0))
+    g.add_argument("--seed", type=arguments.seed, default=d(0))
     g = p.add_argument_group("run")
     g.add_argument("--out", default=d(None), help="run folder (default runs/<date-time>)")
     g.add_argument("--resume", default=d(None), metavar="PATH|auto",
