@@ -172,6 +172,26 @@ def test_ctrl_c_mid_epoch_keeps_checkpoints_and_resume_finishes(small_data, tmp_
     assert final["epoch"] == done + 1 and [h["epoch"] for h in final["history"]] == list(range(1, done + 2))
 
 
+def test_a_kill_while_plotting_the_last_epoch_is_finished_by_resume(small_data, tmp_path, capsys):
+    """Killed (SIGKILL) after the last last.pth, during map.png: a stale map.png and the dead process's
+    .map.PID.tmp.png stay behind. Resuming draws the figures and removes the temporary file (before:
+    "nothing to do", both left as they were)."""
+    from training.plots import plot_map
+    assert train.main(resume_args(small_data, tmp_path, 1)) == 0
+    history = torch.load(tmp_path / "last.pth", weights_only=True)["history"]
+    plot_map(history, tmp_path / "expected.png")
+    plot_map([], tmp_path / "map.png")  # the previous epoch's figure (here: none yet)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs
+    partial = tmp_path / f".map.{dead.pid}.tmp.png"
+    partial.write_bytes((tmp_path / "expected.png").read_bytes()[:100])
+    capsys.readouterr()
+    assert train.main(["--resume", str(tmp_path), "--no-progress"]) == 0
+    assert not partial.exists()
+    assert (tmp_path / "map.png").read_bytes() == (tmp_path / "expected.png").read_bytes()
+    assert "has already trained 1 of 1 epochs; nothing to train" in capsys.readouterr().out
+
+
 def test_ctrl_c_waits_for_a_checkpoint_being_saved(tmp_path):
     """The watcher thread holds the prompt back while `saving` is held, then exits with 130."""
     code = ("import sys, time\n"

@@ -212,6 +212,13 @@ def write_csv(history, path):
                             (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])) for k in CSV_FIELDS})
 
 
+def write_reports(history, out):
+    """metrics.csv, loss.png and map.png of the epochs so far, each written whole (csra.atomic)."""
+    write_csv(history, out / "metrics.csv")
+    plot_loss(history, out / "loss.png")
+    plot_map(history, out / "map.png")
+
+
 def build_loaders(ctx, args, train_split, test_split, preprocessing):
     if args.batch_size % ctx.world_size:
         raise ConfigError(f"--batch-size {args.batch_size} is the total over {ctx.world_size} processes "
@@ -321,9 +328,10 @@ def run(ctx, args, given, interrupt=None):
               file=sys.stderr)
     start_epoch = state["epoch"] if state else 0
     if start_epoch >= args.epochs:
-        if ctx.is_main:
-            print(f"{resume_path} has already trained {start_epoch} of {args.epochs} epochs; nothing to do "
-                  "(raise --epochs to train longer)")
+        if ctx.is_main:  # a run killed while writing its last figures gets them now
+            write_reports(state["history"], Path(args.out))
+            print(f"{resume_path} has already trained {start_epoch} of {args.epochs} epochs; nothing to train "
+                  f"(raise --epochs to train longer); metrics.csv, loss.png and map.png rewritten in {args.out}")
         return 0
 
     seed_everything(args.seed)
@@ -404,9 +412,7 @@ def run(ctx, args, given, interrupt=None):
                                      optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                                      scaler=precision.scaler.state_dict() if precision.scaler else None,
                                      history=history, best=best)
-                write_csv(history, out / "metrics.csv")
-                plot_loss(history, out / "loss.png")
-                plot_map(history, out / "map.png")
+                write_reports(history, out)
                 shown = (f"  mAP {row['mAP']:.2f}  CF1 {row['CF1']:.2f}  OF1 {row['OF1']:.2f}"
                          if row.get("mAP") is not None else "")
                 tqdm.write(f"epoch {epoch}/{args.epochs}  loss {mean_loss:.4f}{shown}  {speed:.1f} img/s  "
