@@ -240,9 +240,9 @@ def test_coco_with_gapped_ids_and_crowd_counts_what_it_leaves_out(tmp_path):
 
 @pytest.mark.parametrize("change,named", [
     (lambda d: d["categories"].append({"supercategory": "vehicle", "id": 4, "name": "car"}),
-     "categories entries 1 and 3 both have the name 'car'"),
+     "category entries 1 and 3 both have the name 'car'"),
     (lambda d: d["categories"].append({"supercategory": "animal", "id": 1, "name": "cat"}),
-     "categories entries 0 and 3 both have id 1"),
+     "category entries 0 and 3 both have id 1"),
 ], ids=["duplicate name", "duplicate id"])
 def test_coco_repeated_categories_are_refused(tmp_path, change, named):
     data = coco_instances()
@@ -255,15 +255,15 @@ def test_coco_repeated_categories_are_refused(tmp_path, change, named):
 MALFORMED = [
     (lambda d: d.update(annotations=None), "'annotations' is null, not a list"),
     (lambda d: d["annotations"][1].update(image_id=[397133]),
-     "annotations entry 1 (id 1769): image_id must be a whole number, got [397133]"),
+     "annotation entry 1 (id 1769): image_id must be a whole number, got [397133]"),
     (lambda d: d["annotations"][0].update(category_id=[18]),
-     "annotations entry 0 (id 1768): category_id must be a whole number, got [18]"),
+     "annotation entry 0 (id 1768): category_id must be a whole number, got [18]"),
     (lambda d: d["annotations"][3].update(bbox=["20", "20", "20", "10"]),
-     'annotations entry 3 (id 2001): bbox must be [x, y, width, height] (four numbers), got ["20", "20"'),
+     'annotation entry 3 (id 2001): bbox must be [x, y, width, height] (four numbers), got ["20", "20"'),
     (lambda d: d["annotations"][2].update(bbox=None),
-     "annotations entry 2 (id 900100087038): bbox must be [x, y, width, height] (four numbers), got null"),
-    (lambda d: d["images"][0].update(width="abc"), 'images entry 0: width must be a number >= 0, got "abc"'),
-    (lambda d: d["images"][1].update(file_name=None), "images entry 1: file_name must be a file name, got null"),
+     "annotation entry 2 (id 900100087038): bbox must be [x, y, width, height] (four numbers), got null"),
+    (lambda d: d["images"][0].update(width="abc"), 'image entry 0: width must be a number >= 0, got "abc"'),
+    (lambda d: d["images"][1].update(file_name=None), "image entry 1: file_name must be a file name, got null"),
 ]
 
 

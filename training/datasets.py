@@ -274,8 +274,9 @@ def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# COCO entry fields: name -> (check, what it must be, required)
+# COCO entry fields: name -> (check, what it must be, required); an entry of a section is called ENTRY
 COCO_ID = (_whole, "a whole number", True)
+COCO_ENTRY = {"categories": "category", "images": "image", "annotations": "annotation"}
 COCO_FIELDS = {
     "categories": {"id": COCO_ID, "name": (lambda v: isinstance(v, str) and v.strip(), "a name", True)},
     "images": {"id": COCO_ID, "file_name": (lambda v: isinstance(v, str) and v, "a file name", True),
@@ -288,10 +289,10 @@ COCO_FIELDS = {
 
 
 def _coco_entry_problems(section, entries):
-    """'SECTION entry K: FIELD must be WHAT, got JSON' for every entry whose fields do not fit COCO_FIELDS."""
+    """'ENTRY entry K: FIELD must be WHAT, got JSON' for every entry whose fields do not fit COCO_FIELDS."""
     problems = []
     for k, entry in enumerate(entries):
-        where = f"{section} entry {k}"
+        where = f"{COCO_ENTRY[section]} entry {k}"
         if not isinstance(entry, dict):
             problems.append(f"{where}: {json.dumps(entry)[:40]} is not an object")
             continue
@@ -306,12 +307,12 @@ def _coco_entry_problems(section, entries):
 
 
 def _repeats(section, entries, field, what):
-    """'SECTION entries J and K both have FIELD VALUE' for each repeated value."""
+    """'ENTRY entries J and K both have WHAT VALUE' for each repeated value of the field."""
     first, problems = {}, []
     for k, entry in enumerate(entries):
         value = entry[field]
         if value in first:
-            problems.append(f"{section} entries {first[value]} and {k} both have {what} {value!r}")
+            problems.append(f"{COCO_ENTRY[section]} entries {first[value]} and {k} both have {what} {value!r}")
         first.setdefault(value, k)
     return problems
 
