@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_path
+from .backbone import Backbone
 from .classes import default_class_names
 from .head import TEMPERATURES
 from .model import ModelConfig, model_from_config
@@ -99,6 +100,8 @@ def convert_foreign_state_dict(state_dict, source="checkpoint"):
 def _keep_position_grid(model, state_dict, saved_size, path):
     """A ViT keeps the position-embedding grid of its file; when the input size asked for needs
     another grid, the embeddings are resampled at run time, and a warning says so."""
+    if not isinstance(model.backbone, Backbone):  # a wrapped classifier's trunk: never a ViT
+        return
     grid = model.backbone.take_position_grid(state_dict.get("backbone.encoder.pos_embedding"))
     size = model.config.image_size
     wanted = size // model.backbone.conv_proj.stride[0] if grid else None
