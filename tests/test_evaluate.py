@@ -1,6 +1,8 @@
 """python -m training.evaluate: table, JSON and PNGs; our checkpoints and mmpretrain-style ones."""
+import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +13,7 @@ from training import evaluate
 from training.make_synthetic import make_synthetic
 from training.metrics import multilabel_metrics
 from training.voc import load_split
+from csra import faithfulness
 
 SIZE = 64
 
@@ -50,12 +53,14 @@ def test_our_checkpoint_gives_table_json_and_pngs(data, tmp_path, capsys):
         assert report["metrics"][key] == pytest.approx(expected[key], abs=1e-4), key
     assert list(report["per_class_AP"].values()) == pytest.approx(expected["AP"], abs=1e-4)
     assert report["images"] == 20 and report["lam"] == 0.3 and report["format"] == "csra-explorer"
-    assert 0 <= report["pointing_game"]["hit_rate"] <= 100 and report["pointing_game"]["pairs"] == (labels == 1).sum()
+    game = report["pointing_game"]
+    assert 0 <= game["hit_rate"] <= 100 and game["pairs"] == (labels == 1).sum() and game["tolerance"] == 15
+    assert game["difficult_pairs"] == (labels == -1).sum()
     lines = out.splitlines()
     header = lines.index(next(line for line in lines if line.split()[:2] == ["mAP", "CP"]))
     assert lines[header].split() == ["mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"]
     assert float(lines[header + 1].split()[0]) == pytest.approx(expected["mAP"], abs=0.006)
-    assert "per-class AP:" in out and "magenta_cross" in out and "pointing game:" in out
+    assert "per-class AP:" in out and "magenta_cross" in out and "pointing game (15 px):" in out
     for name in ("per_class_ap.png", "pr_curves.png", "pointing_game.png"):
         assert (tmp_path / "eval-test" / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -139,3 +144,54 @@ def test_clear_errors(data, tmp_path, capsys):
     assert code == 2 and "predicts 20 classes but the data has 6" in err and "Traceback" not in err
     code, _, err = run(["--weights", str(tmp_path / "voc.pth"), "--data-root", str(tmp_path / "none")], capsys)
     assert code == 2 and "does not exist" in err
+
+
+def test_faithfulness_table_csv_and_plot(data, tmp_path, capsys):
+    """--faithfulness: a row per method, the CSVs and the curves plot; its CSRA-map pointing game is
+    the one --pointing-game reports for the same run, and a pair's figures are measure_image's."""
+    torch.manual_seed(4)
+    split = load_split(data, "test")
+    model = csra.build_model("resnet18", num_classes=6, num_heads=2, lam=0.3, image_size=SIZE,
+                             class_names=split.classes).eval()
+    weights = csra.save_checkpoint(tmp_path / "best.pth", model)
+    out = tmp_path / "f"
+    code, text, err = run(["--weights", str(weights), "--data-root", str(data), "--limit", "6", "--faithfulness",
+                           "--pointing-game", "--steps", "3", "--out", str(out)], capsys)
+    assert code == 0, err
+    labels = split.labels[:6]
+    rows = list(csv.DictReader(open(out / "faithfulness.csv")))
+    assert [r["method"] for r in rows] == list(faithfulness.METHODS)
+    for r in rows:
+        assert int(r["pairs"]) == (labels == 1).sum() and int(r["difficult_pairs"]) == (labels == -1).sum()
+        assert 0 <= float(r["deletion_auc"]) <= 1 and 0 <= float(r["insertion_auc"]) <= 1
+    report = json.loads((out / "metrics.json").read_text())
+    by_method = {r["method"]: r for r in report["faithfulness"]["methods"]}
+    assert by_method["csra"]["pointing"] == pytest.approx(report["pointing_game"]["accuracy"])
+    assert report["faithfulness"]["fractions"] == pytest.approx([0, 1 / 3, 2 / 3, 1], abs=1e-3)
+    pairs = list(csv.DictReader(open(out / "faithfulness_pairs.csv")))
+    assert len(pairs) == len(faithfulness.METHODS) * (labels != 0).sum()
+    # the first image's pairs, measured here with the library call the CLI makes
+    reloaded = csra.load_checkpoint(weights)
+    first = faithfulness.Pair
+    ann = split.annotations[0]
+    mine = [first(int(c), ann.boxes_of(int(c)), bool(labels[0, c] == -1)) for c in np.flatnonzero(labels[0] != 0)]
+    _, records = faithfulness.measure_image(reloaded, csra.load_image(split.image_paths[0]), mine, steps=3,
+                                            rng=np.random.default_rng([0, 0]))
+    written = [p for p in pairs if p["image"] == split.image_paths[0].name]
+    for r, w in zip(records, written):
+        assert (r["method"], split.classes[r["class"]]) == (w["method"], w["class"])
+        assert int(w["hit"]) == r["hit"] and (int(w["x"]), int(w["y"])) == r["point"]
+        if not r["difficult"]:
+            assert float(w["deletion_auc"]) == pytest.approx(r["deletion_auc"], abs=1e-5)
+    assert (out / "faithfulness_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert "faithfulness over" in text and "gradcam" in text and "insertion" in text
+
+
+def test_faithfulness_needs_boxes(tmp_path, capsys):
+    csv_data = make_synthetic(tmp_path / "csv", seed=1, num_train=2, num_test=3, size=48, progress=False,
+                              format="csv")
+    model = csra.build_model("resnet18", num_classes=6, image_size=SIZE)
+    weights = csra.save_checkpoint(tmp_path / "w.pth", model)
+    code, _, err = run(["--weights", str(weights), "--data-root", str(csv_data), "--faithfulness"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --faithfulness needs boxes, which csv data do not have")

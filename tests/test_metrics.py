@@ -2,9 +2,7 @@
 import numpy as np
 import pytest
 
-from csra.visualize import upsample
-from training.metrics import (average_precision, box_cover_fraction, map_peak, multilabel_metrics,
-                              point_in_boxes, pointing_game, precision_recall_curve)
+from training.metrics import average_precision, multilabel_metrics, precision_recall_curve
 
 
 def brute_force_ap(scores, labels):
@@ -138,39 +136,3 @@ def test_pr_curve_end_points():
     precision, recall = precision_recall_curve(scores, labels)
     np.testing.assert_allclose(recall, [1 / 3, 2 / 3, 1, 1])
     np.testing.assert_allclose(precision, [1, 2 / 3, 3 / 4, 3 / 5])
-
-
-def test_pointing_game_against_a_loop():
-    rng = np.random.default_rng(2)
-    points, boxes, hits = [], [], 0
-    for _ in range(200):
-        bs = []
-        for _ in range(rng.integers(1, 3)):
-            x0, y0 = rng.integers(1, 80, size=2)
-            bs.append((int(x0), int(y0), int(x0 + rng.integers(0, 20)), int(y0 + rng.integers(0, 20))))
-        x, y = (int(v) for v in rng.integers(0, 100, size=2))
-        # VOC boxes are 1-based inclusive; pixel (x, y) is 0-based
-        hits += any(xmin <= x + 1 <= xmax and ymin <= y + 1 <= ymax for xmin, ymin, xmax, ymax in bs)
-        points.append((x, y))
-        boxes.append(bs)
-    got = pointing_game(points, boxes)
-    assert got["hits"] == hits and got["total"] == 200 and got["hit_rate"] == pytest.approx(hits / 2)
-    assert point_in_boxes(0, 0, [(1, 1, 1, 1)]) and not point_in_boxes(1, 0, [(1, 1, 1, 1)])
-
-
-def test_box_cover_fraction_counts_the_union_once():
-    boxes = [(1, 1, 10, 10), (6, 6, 15, 15)]  # 100 + 100 - 25 pixels of 20 x 20
-    assert box_cover_fraction(boxes, 20, 20) == pytest.approx(175 / 400)
-
-
-@pytest.mark.parametrize("seed", range(5))
-def test_map_peak_is_the_peak_of_the_upsampled_map(seed):
-    rng = np.random.default_rng(seed)
-    h, w = (int(v) for v in rng.integers(2, 9, size=2))
-    k = 2 * int(rng.integers(2, 6)) + 1  # odd scale: a pixel centre sits exactly on every cell centre
-    m = rng.normal(size=(h, w)).astype(np.float32)
-    up = upsample(m, (h * k, w * k))
-    x, y = map_peak(m, w * k, h * k)
-    assert up[y, x] == pytest.approx(up.max(), abs=1e-6)
-    row, col = np.unravel_index(np.argmax(m), m.shape)
-    assert (y // k, x // k) == (row, col)

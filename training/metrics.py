@@ -1,4 +1,4 @@
-"""Multi-label metrics (mAP, CP, CR, CF1, OP, OR, OF1) and the pointing game, in numpy.
+"""Multi-label metrics (mAP, CP, CR, CF1, OP, OR, OF1), in numpy; the pointing game is csra.faithfulness's.
 
 Labels are per image and class: 1 present, 0 absent, -1 ignored (VOC's
 "difficult"-only classes). Ignored entries count nowhere: not in AP, not in
@@ -113,47 +113,3 @@ def precision_recall_curve(scores, labels):
     precision = tp[ends] / (ends + 1)
     recall = tp[ends] / max(int(y.sum()), 1)
     return precision, recall
-
-
-def map_peak(score_map, width, height):
-    """Pixel (x, y) of a (h, w) score map's peak in a width x height image.
-
-    Bilinear upsampling of a map to the image peaks exactly at the centre of
-    the map's highest cell (interpolation never exceeds the nodes), so that
-    centre is the upsampled map's peak. Taking it directly also avoids the
-    flat border band that bilinear upsampling (align_corners=False) creates,
-    where a plain argmax would land on the band's corner.
-    """
-    m = np.asarray(score_map)
-    h, w = m.shape
-    row, col = np.unravel_index(int(np.argmax(m)), m.shape)
-    return int((col + 0.5) * width / w), int((row + 0.5) * height / h)
-
-
-def point_in_boxes(x, y, boxes):
-    """Is pixel (x, y) (0-based column, row) inside any of the boxes (VOC: 1-based inclusive)?"""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    return bool(((b[:, 0] - 1 <= x) & (x <= b[:, 2] - 1) & (b[:, 1] - 1 <= y) & (y <= b[:, 3] - 1)).any())
-
-
-def pointing_game(points, boxes):
-    """Hit rate (percent) of peak points in their ground-truth boxes.
-
-    points: one (x, y) pixel per (image, present class) pair; boxes: for each
-    pair, that class's boxes in the image as (xmin, ymin, xmax, ymax), VOC's
-    1-based inclusive pixel coordinates. Returns {"hit_rate", "hits", "total"}.
-    """
-    if len(points) != len(boxes):
-        raise ValueError(f"{len(points)} points but {len(boxes)} box lists")
-    hits = sum(point_in_boxes(x, y, b) for (x, y), b in zip(points, boxes))
-    total = len(points)
-    return {"hit_rate": 100.0 * hits / total if total else float("nan"), "hits": int(hits),
-            "total": int(total)}
-
-
-def box_cover_fraction(boxes, width, height):
-    """Fraction of an image's pixels inside the union of the boxes: a uniformly random point's hit rate."""
-    mask = np.zeros((int(height), int(width)), dtype=bool)
-    for xmin, ymin, xmax, ymax in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
-        mask[max(ymin - 1, 0):ymax, max(xmin - 1, 0):xmax] = True
-    return float(mask.mean())

@@ -1,4 +1,5 @@
-"""PNG figures: training curves, per-class AP, PR curves and the pointing game (matplotlib, Agg)."""
+"""PNG figures: training curves, per-class AP, PR curves, the pointing game and the deletion/insertion
+curves (matplotlib, Agg)."""
 import math
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def plot_pointing(classes, per_class, overall, random_rate, examples, path):
     ax.axhline(overall, color="k", lw=1, label=f"all classes {overall:.1f}%")
     ax.axhline(random_rate, color="tab:red", ls="--", lw=1, label=f"random point {random_rate:.1f}%")
     ax.set_xticks(np.arange(len(names)), names, rotation=45, ha="right")
-    ax.set(ylim=(0, 105), ylabel="hit rate (%)", title="pointing game: score-map peak inside a box")
+    ax.set(ylim=(0, 105), ylabel="hit rate (%)", title="pointing game: score-map peak near a box")
     ax.legend(loc="upper right", framealpha=0.9)
     for k, (image, name, (x, y), boxes, hit) in enumerate(examples):
         a = fig.add_subplot(grid[1, k])
@@ -136,5 +137,30 @@ def plot_pointing(classes, per_class, overall, random_rate, examples, path):
         a.plot([x], [y], marker="x", color="lime" if hit else "red", ms=10, mew=3)
         a.set_title(f"{name}: {'hit' if hit else 'miss'}", fontsize=8)
         a.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+METHOD_STYLES = {"csra": ("tab:red", "-"), "weights": ("tab:orange", "--"), "gradcam": ("tab:blue", "-"),
+                 "centre": ("tab:green", ":"), "random": ("0.4", ":")}
+
+
+def plot_faithfulness(fractions, rows, path, title=""):
+    """Mean deletion and insertion curves per method (csra.faithfulness.summarize rows), AUCs in the legend."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, curve, what in ((axes[0], "deletion", "deleted"), (axes[1], "insertion", "inserted")):
+        for row in rows:
+            if row[f"{curve}_curve"] is None:
+                continue
+            colour, style = METHOD_STYLES.get(row["method"], (None, "-"))
+            ax.plot(fractions, row[f"{curve}_curve"], style, color=colour, lw=1.8,
+                    label=f"{row['method']} (AUC {row[f'{curve}_auc']:.3f})")
+        ax.set(xlim=(0, 1), xlabel=f"fraction of pixels {what} (blurred baseline)",
+               title=f"{curve} ({'lower' if curve == 'deletion' else 'higher'} AUC is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, framealpha=0.9)
+    axes[0].set_ylabel("mean class probability")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
