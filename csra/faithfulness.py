@@ -13,7 +13,11 @@ The maps compared, all on the same model, image and lambda (METHODS):
 - ``gradcam``: Grad-CAM of the class logit at lambda, through Captum's LayerGradCam (ReLU'd, as
   in the paper) on the layer whose output is ``model.forward_features(x)``: the (B, D, h, w)
   map that csra.backbone.FAMILIES says how each family yields (for a wrapped classifier, the
-  trunk before its global pool), the layer the CSRA head reads.
+  trunk before its global pool), the layer the CSRA head reads. On that layer Grad-CAM is
+  (1 + lambda) ReLU(csra map) / (h w) for every CSRA head, any lambda and any number of heads
+  (the class logit depends on the features only through the score maps, and shifting every
+  s_kc by t shifts the logit by (1 + lambda) t), so the two rank alike wherever the CSRA map is
+  positive and differ only in the order of the rest (tests/test_faithfulness.py).
 - ``centre``: a Gaussian in the middle of the image (sigma a quarter of each side); its maximum
   is the image centre, TorchRay's centre baseline.
 - ``random``: uniform noise on the model's feature grid (seeded), so it is as coarse as the

@@ -220,6 +220,25 @@ def test_gradcam_of_an_average_pooling_classifier_is_relu_of_the_csra_map_over_h
     assert float(expected.max()) > 0 and float((expected == 0).float().mean()) < 1
 
 
+@pytest.mark.parametrize("heads, lam", [(1, 0.0), (2, 0.3), (4, 1.5)])
+def test_gradcam_on_the_feature_layer_is_relu_of_the_csra_map_for_any_head_and_lambda(heads, lam):
+    """The CSRA logit of class c is a function of s_kc = W_kc f / |W_kc| only, and shifting every s_kc
+    by t shifts the logit by (1 + lam) t: the gradients summed over positions are (1 + lam) per head.
+    So Grad-CAM's channel weights are (1 + lam) sum_k W_kc / (|W_kc| h w), and its map is
+    (1 + lam) ReLU(sum_k s_kc) / (h w): the page's map, clipped at 0 and scaled, whatever the heads."""
+    torch.manual_seed(heads)
+    model = csra.build_model("resnet18", num_classes=5, num_heads=heads, lam=lam, image_size=96).eval()
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        features = model.forward_features(x)
+        maps = model.head.score_maps(features)[0]
+    h, w = maps.shape[-2:]
+    got = fa.gradcam_maps(model.head, features, range(5), lam)
+    expected = torch.stack([(1 + lam) * F.relu(fa.class_map(maps, c)) / (h * w) for c in range(5)])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert float(expected.max()) > 0
+
+
 SERVED = {  # the kinds of model the project serves, tiny
     "resnet18 + CSRA, 2 heads": lambda: csra.build_model("resnet18", num_classes=4, num_heads=2, lam=0.2,
                                                          image_size=64),
