@@ -117,12 +117,13 @@ def timings(model, steps, batch_size, min_time):
                                 globals={"check": fa.check_map, "model": model, "image": image, "c": c, "n": n,
                                          "b": batch_size})
         out[n] = timer.blocked_autorange(min_run_time=min_time).median
-    x = model.preprocessing(image)[None].to(next(model.parameters()).device).expand(batch_size, -1, -1, -1)
+    one = model.preprocessing(image)[None].to(next(model.parameters()).device)
     forward = fa.logits_at(model, model.lam)
     with torch.inference_mode():
-        forward(x)
-        batch = benchmark.Timer("forward(x)", num_threads=threads, globals={"forward": forward, "x": x})
-        out["batch"] = batch.blocked_autorange(min_run_time=min_time).median
+        for key, x in (("batch", one.expand(batch_size, -1, -1, -1)), ("one", one)):
+            forward(x)
+            timer = benchmark.Timer("forward(x)", num_threads=threads, globals={"forward": forward, "x": x})
+            out[key] = timer.blocked_autorange(min_run_time=min_time).median
     return out
 
 
@@ -140,7 +141,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     device = csra.pick_device(args.device)
     torch.manual_seed(0)
-    model = csra.from_classifier("efficientnet_lite0", lam=args.lam).to(device).eval()
+    # as the page runs it: eval mode, on the device, channels-last weights
+    model = csra.prepare_for_inference(csra.from_classifier("efficientnet_lite0", lam=args.lam), device)
     print(f"device {device}, torch threads {torch.get_num_threads()}, torch {torch.__version__}; "
           f"{args.steps} steps per curve, batches of {args.batch_size}, blurred baseline (RISE)")
     real = real_photos(model, args.steps, args.batch_size)
@@ -155,18 +157,18 @@ def main(argv=None):
     times = timings(model, args.steps, args.batch_size, args.min_time)
     print(f"\ncsra.faithfulness.check_map ({', '.join(fa.PAGE_METHODS)}; {TIMED_PHOTO}, {TIMED_CLASS!r}), "
           "median of torch.utils.benchmark:")
-    for n in sorted(k for k in times if k != "batch"):
+    for n in sorted(k for k in times if isinstance(k, int)):
         images = 2 + len(fa.PAGE_METHODS) * 2 * (n - 1)
         print(f"  {n} steps per curve ({images} images through the network): {times[n]:.3f} s")
     print(f"  one batch of {args.batch_size} perturbed images (the longest stretch between two cancel checks): "
-          f"{times['batch'] * 1000:.0f} ms")
+          f"{times['batch'] * 1000:.0f} ms; one image alone (for scale): {times['one'] * 1000:.0f} ms")
     by = {r["method"]: r for r in real}
     fields = [f"{m}_{what}={by[m][key]:.4f}" for what, key in (("deletion", "deletion_auc"),
                                                                ("insertion", "insertion_auc"))
               for m in ("csra", "gradcam", "random")]
     fields += [f"{m}_pointing={by[m]['pointing_pooled']:.1f}" for m in ("csra", "gradcam")]
     fields += [f"check_map_s={times[args.steps]:.3f}", f"check_map_10_steps_s={times[10]:.3f}",
-               f"batch_ms={times['batch'] * 1000:.0f}"]
+               f"batch_ms={times['batch'] * 1000:.0f}", f"forward_ms={times['one'] * 1000:.0f}"]
     if synth:
         s = {r["method"]: r for r in synth}
         fields += [f"synth_{m}_{what}={s[m][key]:.4f}" for m in ("csra", "gradcam", "random")

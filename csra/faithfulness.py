@@ -460,9 +460,10 @@ def measure_image(model, image, pairs, methods=METHODS, lam=None, steps=12, batc
     """Every map of every pair of one image: pointing hit, energy share and (for the pairs that
     are not difficult, when curves is True) deletion and insertion curves.
 
-    image: RGB PIL image; pairs: [Pair]; tolerance: the pointing game's, in image pixels. Returns (fractions or None, records), one record per
-    (pair, method): {"class", "difficult", "method", "point", "hit", "energy", "deletion",
-    "insertion", "deletion_auc", "insertion_auc"} (curves None and AUCs NaN where not measured).
+    image: RGB PIL image; pairs: [Pair]; tolerance: the pointing game's, in image pixels.
+    Returns (fractions or None, records), one record per (pair, method): {"class", "difficult",
+    "method", "point", "hit", "energy", "deletion", "insertion", "deletion_auc", "insertion_auc"}
+    (curves None and AUCs NaN where not measured).
     """
     methods = _check_methods(methods)
     rng = np.random.default_rng(0) if rng is None else rng
@@ -483,7 +484,8 @@ def measure_image(model, image, pairs, methods=METHODS, lam=None, steps=12, batc
             deletion, insertion = measured.get((k, m), (None, None))
             records.append({
                 "class": pair.class_index, "difficult": pair.difficult, "method": m, "point": point,
-                "hit": point_hits(*point, pair.boxes, tolerance), "energy": energy_share(maps[m][k], pair.boxes, width, height),
+                "hit": point_hits(*point, pair.boxes, tolerance),
+                "energy": energy_share(maps[m][k], pair.boxes, width, height),
                 "deletion": deletion, "insertion": insertion,
                 "deletion_auc": auc(deletion, fractions) if deletion is not None else float("nan"),
                 "insertion_auc": auc(insertion, fractions) if insertion is not None else float("nan")})

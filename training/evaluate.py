@@ -186,8 +186,9 @@ def format_faithfulness(rows):
     lines = [f"{'method':<8} {'pointing':>8} {'pooled':>7} {'difficult':>9} {'energy':>7} {'deletion':>8} "
              f"{'insertion':>9}"]
     for r in rows:
-        lines.append(f"{r['method']:<8} {r['pointing']:8.2f} {r['pointing_pooled']:7.2f} {r['pointing_difficult']:9.2f} "
-                     f"{r['energy']:7.2f} {r['deletion_auc']:8.4f} {r['insertion_auc']:9.4f}")
+        lines.append(f"{r['method']:<8} {r['pointing']:8.2f} {r['pointing_pooled']:7.2f} "
+                     f"{r['pointing_difficult']:9.2f} {r['energy']:7.2f} {r['deletion_auc']:8.4f} "
+                     f"{r['insertion_auc']:9.4f}")
     return "\n".join(lines)
 
 
@@ -212,28 +213,29 @@ def faithfulness_report(model, split, order, args, out):
     with atomic_path(table) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(FAITHFULNESS_COLUMNS)
-        writer.writerows([[r[k] if isinstance(r[k], (str, int)) else round(float(r[k]), 6) for k in FAITHFULNESS_COLUMNS]
-                          for r in rows])
+        writer.writerows([[r[k] if isinstance(r[k], (str, int)) else round(float(r[k]), 6)
+                           for k in FAITHFULNESS_COLUMNS] for r in rows])
     per_pair = out / "faithfulness_pairs.csv"
     with atomic_path(per_pair) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image", "class", "difficult", "method", "x", "y", "hit", "energy", "deletion_auc",
                          "insertion_auc"])
         for r in records:
-            writer.writerow([Path(split.image_paths[r["image"]]).name, split.classes[r["class"]], int(r["difficult"]),
-                             r["method"], *r["point"], int(r["hit"]), round(r["energy"], 6),
+            writer.writerow([Path(split.image_paths[r["image"]]).name, split.classes[r["class"]],
+                             int(r["difficult"]), r["method"], *r["point"], int(r["hit"]), round(r["energy"], 6),
                              round(r["deletion_auc"], 6), round(r["insertion_auc"], 6)])
     written = [table, per_pair]
     if fractions is not None:
-        written.append(plot_faithfulness(fractions, rows, out / "faithfulness_curves.png",
-                                         f"{model.config.backbone}, lambda {model.lam:g}, {split.format} {split.split}"))
+        title = f"{model.config.backbone}, lambda {model.lam:g}, {split.format} {split.split}"
+        written.append(plot_faithfulness(fractions, rows, out / "faithfulness_curves.png", title))
     pairs, hard = rows[0]["pairs"], rows[0]["difficult_pairs"]
     print(f"\nfaithfulness over {pairs} (image, class) pairs" + (f" (+ {hard} difficult-only)" if hard else "")
           + f", lambda {model.lam:g}, {args.steps} steps per curve; pointing game: TorchRay's "
           f"({args.tolerance} px, mean over classes), pooled over pairs, difficult-only pairs; energy: % of the "
           "positive map inside the boxes; AUCs of the class probability (deletion: lower is better)")
     print(format_faithfulness(rows))
-    summary = {"steps": args.steps, "tolerance": args.tolerance, "fractions": None if fractions is None else fractions.tolist(),
+    summary = {"steps": args.steps, "tolerance": args.tolerance,
+               "fractions": None if fractions is None else fractions.tolist(),
                "methods": [{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in r.items()} for r in rows]}
     return summary, written
 
