@@ -209,6 +209,7 @@ def changes(analysis, controls):
     changed, the pooling weights when lambda or the class changed. Nothing is redrawn twice."""
     c = controls.clean()
     focus = focus_class(analysis, c)
+    analysis.sent["focus"] = focus        # the class the page looks at (a check of another stops)
     view = PageView(focus=focus, heatmaps=tiles_payload(analysis, c, shown(analysis, c), only_new=True))
     closeup_key = (focus, c.scale, round(c.alpha, 2))
     if analysis.sent.get("closeup") != closeup_key:

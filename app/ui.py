@@ -37,6 +37,7 @@ import csra
 import csra.inference
 from csra import video
 
+from . import evidence as evidence_check
 from . import page, render
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
@@ -169,6 +170,12 @@ CSS = """
 .csra-video-legend { font-size: 12px; display: flex; flex-wrap: wrap; gap: 4px 12px; }
 .csra-video-legend .sw { display: inline-block; width: 12px; height: 3px; margin-right: 4px;
                          vertical-align: middle; }
+.csra-curves { display: flex; flex-wrap: wrap; gap: 12px; }
+.csra-auc { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+.csra-auc td, .csra-auc th { padding: 2px 8px; text-align: right; }
+.csra-auc td:first-child, .csra-auc th:first-child { text-align: left; }
+.csra-auc .sw { display: inline-block; width: 12px; height: 3px; margin-right: 6px;
+                vertical-align: middle; }
 """
 
 
@@ -236,6 +243,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     example_by_name = {Path(p).name: p for p in examples}
     sessions = Sessions(ttl=SESSION_TTL_S)
     network = threading.Semaphore(NETWORK_CONCURRENCY)
+    checks = evidence_check.Checks()
 
     def problem(err):
         text = str(err)
@@ -357,6 +365,8 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             analysis.sent["status_is_message"] = True
             return {status: unexpected(err)}
         out = shown_view(view)
+        if checks.stale(request.session_hash, analysis, view.focus):
+            out[evidence] = ""          # the curves were of another image or class
         if analysis.sent.pop("status_is_message", False):
             out[status] = analysis.sent.get("status", "")
         if view.focus == focus_v:
@@ -420,6 +430,37 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 f"the overlay shows the top 3 classes of each analysed frame.")
         return {video_out: str(out_path), video_status: html.escape(text),
                 video_plot: f'<div class="csra-video-legend">{legend}</div>{chart}'}
+
+    def on_check(lam_v, focus_v, request: gr.Request):
+        """'Check this map': deletion and insertion curves of the focused class (CSRA map,
+        Grad-CAM, random order); stops when a new image, class or check comes."""
+        session = request.session_hash
+        analysis = sessions.get(session)
+        if analysis is None:
+            return {evidence: "<p>Upload an image first.</p>"}
+        try:
+            lam_c = page.unit_interval(lam_v, "λ")
+        except page.BadControl as err:
+            return {status: problem(err)}
+        focus_name = focus_v if focus_v in analysis.class_names else analysis.sent.get("focus")
+        if focus_name not in analysis.class_names:
+            return {evidence: "<p>Choose a class first.</p>"}
+        token = checks.start(session)
+
+        def cancelled():
+            return (checks.superseded(session, token) or sessions.get(session) is not analysis
+                    or analysis.sent.get("focus") != focus_name)
+        try:
+            check = evidence_check.run_check(analysis, analysis.class_names.index(focus_name),
+                                             lam_c, network, cancelled)
+        except evidence_check.Cancelled:
+            return {evidence: gr.skip()}
+        except Exception as err:
+            return {status: unexpected(err)}
+        finally:
+            checks.finish(session, token)
+        checks.shown[session] = (analysis, focus_name)
+        return {evidence: evidence_check.evidence_html(check, analysis.name)}
 
     def on_model(model_label, top_k_v, alpha_v, scale_v, request: gr.Request):
         key = store.key_for(model_label)
@@ -528,6 +569,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                             "head; then the effective pooling weights 1/HW + λ·softmax(T·s).")
                 closeup = gr.HTML("", elem_id="csra-closeup")
                 weights = gr.HTML("", elem_id="csra-weights")
+                check_button = gr.Button("Check this map: deletion and insertion curves beside "
+                                         "Grad-CAM and a random order", elem_id="csra-check")
+                evidence = gr.HTML("", elem_id="csra-evidence")
             with gr.Tab("Video", id="video"):
                 gr.Markdown(f"A video file (up to {MAX_VIDEO_SECONDS} s; at most {VIDEO_FRAMES} "
                             "frames are analysed, evenly spaced): the overlay of each analysed "
@@ -571,14 +615,14 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                      show_progress="hidden", trigger_mode="once")
         # new numbers on the page (any path): the close-up, the pooling weights and any tile
         # the page lacks, after the first view is drawn
-        scores.change(on_changes, [*controls, focus], [status, heatmaps, closeup, weights, focus],
+        changed = [status, heatmaps, closeup, weights, focus, evidence]
+        scores.change(on_changes, [*controls, focus], changed,
                       api_visibility="private", trigger_mode="always_last", **drawing)
         # pictures the page does not hold yet: off the critical path, newest request only
         gr.on([lam.release, threshold.release, alpha.release, scale.input, picked.input, focus.input],
-              on_changes, [*controls, focus], [status, heatmaps, closeup, weights, focus],
+              on_changes, [*controls, focus], changed,
               api_name="refresh", trigger_mode="always_last", **drawing)
-        heatmaps.select(on_tile_select, [*controls],
-                        [status, heatmaps, closeup, weights, focus, tabs],
+        heatmaps.select(on_tile_select, [*controls], [*changed, tabs],
                         api_visibility="private", **drawing)
         model_choice.input(on_model, [model_choice, top_k, alpha, scale],
                            [model_choice, lam, threshold, top_k, picked, focus, info,
@@ -587,6 +631,10 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         video_button.click(on_video, [video_in, model_choice, lam, threshold, alpha],
                            [video_status, video_out, video_plot], api_name="analyse_video",
                            concurrency_id="video", concurrency_limit=1, preprocess=False)
+        # the check takes the network one batch at a time (app/evidence.py), not the queue's
+        # network slot: uploads of other sessions wait at most one batch
+        check_button.click(on_check, [lam, focus], [evidence, status], api_name="check_map",
+                           concurrency_id="check", concurrency_limit=2, preprocess=False)
         download_button.click(on_downloads, [*controls, focus], [files, status],
                               api_name="downloads", concurrency_id="drawing",
                               concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas 3 
 VOC_LABEL = "VOC model (20 classes)"
 CONTROLS = dict(lam=0.1, threshold=0.5, top_k=20, alpha=0.5, scale="global", picked=[], focus=None)
 ANALYSE = ["status", "scores", "heatmaps", "closeup", "weights", "focus", "image"]
-REFRESH = ["status", "heatmaps", "closeup", "weights", "focus"]
+REFRESH = ["status", "heatmaps", "closeup", "weights", "focus", "evidence"]
 
 
 def analyse(client, path, model=VOC_LABEL, **controls):
