@@ -324,6 +324,172 @@
         sendFile(new File([file], "pasted image", {type: file.type}));
       });
     },
+    // The live camera tab: frames from getUserMedia, drawn into a canvas at the size the
+    // server asks for, sent as JPEG to the tab's server function (app/live.py), one at a time:
+    // the next frame leaves only once the previous answer is on screen, and it is the newest
+    // one the camera has (nothing queues up). Each answer is the frame with the heatmap of
+    // the top class (or of the picked classes) at the page's lambda, threshold, opacity and
+    // colour scale, and the present classes' scores. One line says what went wrong (no
+    // camera, permission refused, the camera stopped, the time limit); the rest of the page
+    // is untouched.
+    mountLive(element, server, value) {
+      const root = element.querySelector(".csra-live-root") || element;
+      const limit = (value && value.time_limit_s) || 300;
+      const L = S.live = {run: 0, side: (value && value.side) || 320, frames: 0, shown: [], latency: [],
+                          forward: [], handler: [], stream: null, track: null, meta: null, seen: 0, sentSeen: -1,
+                          waiters: []};
+      root.innerHTML = `<div class="csra-live-bar"><button type="button" class="csra-live-start">Start camera</button>` +
+        `<button type="button" class="csra-live-stop" disabled>Stop</button>` +
+        `<span class="csra-live-fps">0.0 frames/s</span></div>` +
+        `<p class="csra-live-line" role="status" aria-live="polite">Press Start camera: each frame is scored at ` +
+        `the page's λ and threshold, with the heatmap of the top class (or of the classes chosen in “also show ` +
+        `these classes”) at the chosen opacity. A stream stops after ${Math.round(limit / 60)} minutes.</p>` +
+        `<div class="csra-live-view"><img class="csra-live-overlay" alt="camera frame with the heatmap" hidden></div>` +
+        `<p class="csra-live-scores"></p>`;
+      const q = (s) => root.querySelector(s);
+      const startButton = q(".csra-live-start"), stopButton = q(".csra-live-stop");
+      const img = q(".csra-live-overlay"), fps = q(".csra-live-fps"), line = q(".csra-live-line");
+      const scoresLine = q(".csra-live-scores");
+      const video = document.createElement("video");
+      video.muted = true; video.playsInline = true;
+      const canvas = document.createElement("canvas");
+      const say = (text) => {
+        line.textContent = text;
+        line.classList.toggle("csra-message", text.startsWith("⚠️"));
+      };
+      const keep = (list, v) => { list.push(v); if (list.length > 2000) list.shift(); };
+      const showFps = () => {      // frames shown over the last 3 seconds
+        const now = performance.now(), recent = L.shown.filter((t) => now - t < 3000);
+        const rate = recent.length > 1 ? 1000 * (recent.length - 1) / (recent[recent.length - 1] - recent[0]) : 0;
+        fps.textContent = `${rate.toFixed(1)} frames/s`;
+        L.fps = rate;
+      };
+      const cameraError = (err) => {
+        const name = (err && err.name) || "";
+        if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError")
+          return "⚠️ Camera permission refused: allow the camera for this page in the browser, then press Start camera again.";
+        if (name === "NotFoundError" || name === "DevicesNotFoundError" || name === "OverconstrainedError")
+          return "⚠️ No camera found: connect one, then press Start camera again.";
+        if (name === "NotReadableError" || name === "TrackStartError" || name === "AbortError")
+          return "⚠️ The camera could not be started: another program may be using it.";
+        return `⚠️ The camera could not be started (${name || "error"}: ${(err && err.message) || err}).`;
+      };
+      const stop = (text) => {
+        L.run++;                        // ends the running loop
+        if (L.tracks) for (const t of L.tracks) t.stop();
+        L.tracks = null;
+        video.srcObject = null;
+        for (const w of L.waiters.splice(0)) w();
+        startButton.disabled = false; stopButton.disabled = true;
+        fps.textContent = "0.0 frames/s"; L.fps = 0;
+        if (text) say(text);
+      };
+      // the next camera frame not sent yet: {t: when it was captured or shown, in page time}
+      const nextFrame = (run) => new Promise((resolve) => {
+        const ready = () => L.run === run && L.seen !== L.sentSeen;
+        if (ready()) { resolve(true); return; }
+        const timer = setTimeout(() => resolve(ready()), 5000);
+        L.waiters.push(() => { clearTimeout(timer); resolve(ready()); });
+      });
+      const watchFrames = (run) => {
+        if (video.requestVideoFrameCallback) {
+          const on = (now, meta) => {
+            if (L.run !== run) return;
+            L.seen++; L.meta = meta;
+            for (const w of L.waiters.splice(0)) w();
+            video.requestVideoFrameCallback(on);
+          };
+          video.requestVideoFrameCallback(on);
+        } else {                        // no per-frame callback: every animation frame counts
+          const on = () => {
+            if (L.run !== run) return;
+            L.seen++; L.meta = null;
+            for (const w of L.waiters.splice(0)) w();
+            requestAnimationFrame(on);
+          };
+          requestAnimationFrame(on);
+        }
+      };
+      const loop = async (run, stream) => {
+        while (L.run === run) {
+          if (!(await nextFrame(run))) {
+            if (L.run === run) stop("⚠️ The camera sends no pictures: live camera stopped.");
+            return;
+          }
+          if (!element.offsetParent || document.hidden) {
+            stop("Live camera stopped: its tab was left. Press Start camera to go on.");
+            return;
+          }
+          const meta = L.meta;
+          L.sentSeen = L.seen;
+          const t0 = meta ? (meta.captureTime ?? meta.presentationTime ?? performance.now()) : performance.now();
+          const w = video.videoWidth, h = video.videoHeight;
+          if (!w || !h) continue;
+          const scale = Math.min(1, L.side / Math.max(w, h));
+          canvas.width = Math.max(1, Math.round(w * scale)); canvas.height = Math.max(1, Math.round(h * scale));
+          canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
+          const frame = canvas.toDataURL("image/jpeg", 0.8);
+          const lam = unit(S.lam ?? (S.data ? S.data.lam : null), "λ", S.data ? S.data.lam : 0.1).v;
+          const thr = unit(S.thr ?? (S.data ? S.data.threshold : null), "threshold", S.data ? S.data.threshold : 0.5).v;
+          let out;
+          try {
+            out = JSON.parse(await server.live_frame({frame, session: window.__gradio_session_hash__, stream,
+              lam, threshold: thr, alpha: S.controls.alpha, scale: S.controls.scale,
+              picked: S.controls.picked || [], model: S.controls.model}));
+          } catch (err) {
+            if (L.run === run) stop(`⚠️ Live camera stopped: the server did not answer (${err && err.message ? err.message : err}).`);
+            return;
+          }
+          if (L.run !== run) return;
+          if (out.stop) { stop(`⚠️ ${out.stop}`); return; }
+          if (out.error) { stop(`⚠️ Live camera stopped: ${out.error}`); return; }
+          if (out.replaced) continue;
+          img.src = out.overlay;
+          try { await img.decode(); } catch (err) { /* shown anyway */ }
+          if (L.run !== run) return;
+          img.hidden = false;
+          const shown = performance.now();
+          L.frames++; L.side = out.side || L.side;
+          keep(L.shown, shown); keep(L.latency, shown - t0); keep(L.forward, out.forward_ms); keep(L.handler, out.handler_ms);
+          showFps();
+          const present = out.present.map(([n, p]) => `${esc(n)} (${p.toFixed(2)})`).join(", ");
+          scoresLine.innerHTML = `Heatmap: <b>${out.drawn.map(esc).join(", ")}</b>. Present at p ≥ ${out.threshold.toFixed(2)}: ` +
+            (present || `none (top: ${esc(out.top[0])}, ${out.top[1].toFixed(2)})`) + `. λ = ${out.lam.toFixed(2)}.`;
+          if (L.frames === 1) say(`Live: the model runs on every frame shown; ${Math.round(out.left_s / 60)} minutes left in this stream.`);
+          L.lastAnswer = out;
+        }
+      };
+      startButton.addEventListener("click", async () => {
+        stop();
+        const run = L.run;
+        startButton.disabled = true; stopButton.disabled = false;
+        if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+          stop("⚠️ No camera access on this page: the browser offers the camera only over https or on localhost.");
+          return;
+        }
+        say("Starting the camera…");
+        let media;
+        try {
+          media = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
+        } catch (err) {
+          if (L.run === run) stop(cameraError(err));
+          return;
+        }
+        if (L.run !== run) { for (const t of media.getTracks()) t.stop(); return; }
+        L.tracks = media.getTracks();
+        for (const t of L.tracks) t.addEventListener("ended", () => {
+          if (L.run === run) stop("⚠️ The camera stopped (unplugged, or taken by another program): live camera stopped.");
+        });
+        video.srcObject = media;
+        try { await video.play(); } catch (err) { if (L.run === run) stop(cameraError(err)); return; }
+        say("Camera on: the first frame is on its way…");
+        L.seen = 0; L.sentSeen = -1; L.meta = null;
+        watchFrames(run);
+        loop(run, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+      });
+      stopButton.addEventListener("click", () => stop("Live camera stopped. Press Start camera to go on."));
+      window.addEventListener("pagehide", () => stop());
+    },
     mountScores(element, trigger) {
       S.scoreViews.add(element);
       if (trigger) S.trigger = trigger;

@@ -7,7 +7,10 @@ through Gradio's upload route and calls one server function of the scores view
 (analyse_file), whose answer holds the status, the numbers and the first heatmap tiles; no
 queue round trip, no preview fetch, no second answer. Gradio's image component stays for
 paste and the camera, and for API clients (api_name "analyse"). Both paths share one lock
-for the network (NETWORK_CONCURRENCY runs at a time) and the same checks.
+for the network (NETWORK_CONCURRENCY runs at a time, first come first served) and the same
+checks. The "Live camera" tab sends camera frames one at a time to its own server function
+(live_frame; the logic is in app/live.py), which takes the same lock for each frame's network
+run and leaves the session's upload analysis alone.
 
 One ModelStore is shared by every session; each session's Analysis (the image's cached
 score maps) lives in a Sessions store (app/sessions.py) under Gradio's session hash, so the
@@ -24,7 +27,6 @@ import html
 import io
 import json
 import logging
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -38,7 +40,7 @@ import csra.inference
 from csra import video
 
 from . import evidence as evidence_check
-from . import page, render
+from . import live, page, render
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
 from .models import VOC, ModelUnavailable, model_info, model_info_markdown
@@ -80,6 +82,8 @@ SCORES_JS = ("csraExplorer.mountScores(element, trigger); watch('value', () => "
 TILES_TEMPLATE = '<div class="csra-tiles-root"></div>'
 TILES_JS = ("csraExplorer.mountTiles(element, trigger); watch('value', () => "
             "csraExplorer.setTiles(props.value)); if (props.value) csraExplorer.setTiles(props.value);")
+LIVE_TEMPLATE = '<div class="csra-live-root"></div>'
+LIVE_JS = "csraExplorer.mountLive(element, server, props.value);"
 
 CSS = """
 /* contrast (WCAG AA, checked with axe in tests/test_app_a11y.py): Gradio's default theme
@@ -176,6 +180,15 @@ CSS = """
 .csra-auc td:first-child, .csra-auc th:first-child { text-align: left; }
 .csra-auc .sw { display: inline-block; width: 12px; height: 3px; margin-right: 6px;
                 vertical-align: middle; }
+.csra-live-bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+.csra-live-bar button { padding: 6px 14px; border-radius: 6px; border: 1px solid var(--border-color-primary);
+                        background: var(--button-secondary-background-fill); color: inherit; cursor: pointer; }
+.csra-live-bar button:disabled { opacity: 0.5; cursor: default; }
+.csra-live-bar button:focus-visible { outline: 2px solid var(--color-accent); outline-offset: 2px; }
+.csra-live-fps { font-variant-numeric: tabular-nums; margin-left: 4px; }
+.csra-live-line.csra-message { color: #b02a37; }
+.csra-live-overlay { display: block; width: 100%; max-width: 640px; height: auto; border-radius: 4px; }
+.csra-live-overlay[hidden] { display: none; }
 """
 
 
@@ -242,7 +255,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     examples = example_paths() if examples is None else examples
     example_by_name = {Path(p).name: p for p in examples}
     sessions = Sessions(ttl=SESSION_TTL_S)
-    network = threading.Semaphore(NETWORK_CONCURRENCY)
+    # first come, first served; a live frame holds it for one network run (app/live.py)
+    network = live.FairGate(NETWORK_CONCURRENCY)
+    live_service = live.LiveService(store, network)
     checks = evidence_check.Checks()
 
     def problem(err):
@@ -332,6 +347,18 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         # (jsonable_encoder) before serialising them
         return json.dumps({"status": view.status, "scores": view.scores, "heatmaps": view.heatmaps,
                            "focus": view.focus, "handler_ms": handler_ms}, separators=(",", ":"))
+
+    def live_frame(data):
+        """The live camera tab's call (explorer.js, mountLive): one frame in, the frame with
+        its heatmap and the present classes' scores out, as JSON text (app/live.py). It does
+        not touch the session's upload analysis."""
+        try:
+            answer = live_service.frame(data)
+        except Exception as err:  # never let one frame take the page down
+            log.error("unexpected error in a live frame:\n%s", traceback.format_exc())
+            answer = {"error": f"internal error ({type(err).__name__}: {err}); the details are "
+                               "in the server log"}
+        return json.dumps(answer, separators=(",", ":"))
 
     def on_image(payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
                  picked_v, request: gr.Request):
@@ -584,6 +611,10 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 video_out = gr.Video(label="Overlay", interactive=False, height=320,
                                      elem_id="csra-video-out")
                 video_plot = gr.HTML("", elem_id="csra-video-plot")
+            with gr.Tab("Live camera", id="live"):
+                gr.HTML({"time_limit_s": live.TIME_LIMIT_S, "side": live.frame_side(first)},
+                        html_template=LIVE_TEMPLATE, js_on_load=LIVE_JS, head=HEAD,
+                        server_functions=[live_frame], elem_id="csra-live")
             with gr.Tab("Downloads", id="downloads"):
                 download_button = gr.Button(
                     "Prepare downloads: scores (CSV, JSON) + overlays (PNG zip)")
@@ -640,6 +671,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                               concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)
         demo.unload(forget)
     demo.csra_sessions = sessions   # for tests and benches: the analyses held
+    demo.csra_live = live_service   # for tests and benches: the live tab's time limit, its gate
     return demo
 
 
