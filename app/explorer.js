@@ -336,8 +336,8 @@
       const root = element.querySelector(".csra-live-root") || element;
       const limit = (value && value.time_limit_s) || 300;
       const L = S.live = {run: 0, side: (value && value.side) || 320, frames: 0, shown: [], latency: [],
-                          forward: [], handler: [], stream: null, track: null, meta: null, seen: 0, sentSeen: -1,
-                          waiters: []};
+                          forward: [], handler: [], sent: [], answered: [], stream: null, track: null, meta: null,
+                          seen: 0, sentSeen: -1, waiters: []};
       root.innerHTML = `<div class="csra-live-bar"><button type="button" class="csra-live-start">Start camera</button>` +
         `<button type="button" class="csra-live-stop" disabled>Stop</button>` +
         `<span class="csra-live-fps">0.0 frames/s</span></div>` +
@@ -429,6 +429,7 @@
           canvas.width = Math.max(1, Math.round(w * scale)); canvas.height = Math.max(1, Math.round(h * scale));
           canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
           const frame = canvas.toDataURL("image/jpeg", 0.8);
+          const sent = performance.now();
           const lam = unit(S.lam ?? (S.data ? S.data.lam : null), "λ", S.data ? S.data.lam : 0.1).v;
           const thr = unit(S.thr ?? (S.data ? S.data.threshold : null), "threshold", S.data ? S.data.threshold : 0.5).v;
           let out;
@@ -440,6 +441,7 @@
             if (L.run === run) stop(`⚠️ Live camera stopped: the server did not answer (${err && err.message ? err.message : err}).`);
             return;
           }
+          const answered = performance.now();
           if (L.run !== run) return;
           if (out.stop) { stop(`⚠️ ${out.stop}`); return; }
           if (out.error) { stop(`⚠️ Live camera stopped: ${out.error}`); return; }
@@ -451,6 +453,7 @@
           const shown = performance.now();
           L.frames++; L.side = out.side || L.side;
           keep(L.shown, shown); keep(L.latency, shown - t0); keep(L.forward, out.forward_ms); keep(L.handler, out.handler_ms);
+          keep(L.sent, sent - t0); keep(L.answered, answered - sent);   // where the time goes (bench/live_fps.py)
           showFps();
           const present = out.present.map(([n, p]) => `${esc(n)} (${p.toFixed(2)})`).join(", ");
           scoresLine.innerHTML = `Heatmap: <b>${out.drawn.map(esc).join(", ")}</b>. Present at p ≥ ${out.threshold.toFixed(2)}: ` +

@@ -9,6 +9,10 @@ Rows, all timed with torch.utils.benchmark.Timer (median of blocked runs, CUDA s
            torch.compile: images per second of forward_features + the CSRA head;
   app      app.page.upload, what the page's upload handler calls: decode a 1024x683 JPEG, run the
            network, draw scores and heatmaps (seconds per upload);
+  live     app.live.LiveService.frame, the Live camera tab's server function: decode a camera
+           frame as the page sends it (a JPEG at app.live.frame_side: 597x448 for 448 px), run
+           the network, blend the top class's heatmap, encode the answer (frames per second;
+           goal on CUDA with R101 @ 448 px: >= 25);
   train    training.engine.train_step (forward, BCE, backward, SGD) at batch 16: fp32 eager vs AMP
            (fp16 + GradScaler on CUDA, bf16 on the CPU) + channels-last, and the same compiled.
 The last line is `RESULT key=value ...` with the headline figures.
@@ -19,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils import benchmark
@@ -85,6 +90,30 @@ def app_row(cfg, device):
     return s
 
 
+def live_row(cfg, device):
+    """app.live.LiveService.frame on a 4:3 camera frame at the size the page sends it:
+    seconds per frame, and the frame's size."""
+    from app import live, render
+    from app.models import default_store
+    torch.manual_seed(0)
+    model = csra.build_model(cfg["backbone"], num_classes=20, image_size=cfg["img_size"],
+                             class_names=csra.VOC_CLASSES)
+    store = default_store(model, classifier=None, device=device)
+    side = live.frame_side(model)
+    size = (side, round(side * 3 / 4))
+    frame = Image.open(ROOT / "assets" / "cat.jpg").convert("RGB").resize(size)
+    data = {"frame": render.data_uri(np.asarray(frame), 80), "session": "gpu_check",
+            "stream": "gpu_check", "lam": 0.1, "threshold": 0.5, "alpha": 0.5}
+    service = live.LiveService(store, live.FairGate(1), time_limit=float("inf"))
+
+    def one_frame():
+        out = service.frame(data)
+        if "overlay" not in out:
+            raise RuntimeError(f"live frame: {out}")
+
+    return seconds(one_frame, cfg["min_run_time"]), size
+
+
 def train_rows(cfg, device):
     modes = [("fp32 eager", False, False, False), ("AMP + channels-last", True, True, False)]
     if cfg["compile"]:
@@ -114,7 +143,8 @@ def main(argv=None):
     p.add_argument("--cpu", action="store_true", help="tiny sizes on the CPU: proves the script runs")
     args = p.parse_args(argv)
     if not args.cpu and not torch.cuda.is_available():
-        print("gpu_check: no CUDA GPU on this machine; nothing measured (--cpu runs a tiny smoke version)")
+        print("gpu_check: no CUDA GPU on this machine; nothing measured, the live-frame row included "
+              "(--cpu runs a tiny smoke version)")
         return 0
     cfg, device = (SMOKE, torch.device("cpu")) if args.cpu else (FULL, torch.device("cuda"))
     if device.type == "cuda":
@@ -127,6 +157,9 @@ def main(argv=None):
     rows = forward_rows(cfg, device)
     upload_s = app_row(cfg, device)
     rows.append(("app upload -> scores + heatmaps (app.page.upload)", f"{upload_s:9.3f} s", ""))
+    frame_s, frame_size = live_row(cfg, device)
+    rows.append((f"live frame {frame_size[0]}x{frame_size[1]} -> overlay (app.live)",
+                 f"{1 / frame_s:6.1f} frames/s", f"{frame_s * 1000:8.1f} ms"))
     train = train_rows(cfg, device)
     rows += train
     print(f"| {'what':<56} | {'throughput':>15} | {'per call':>11} |")
@@ -142,6 +175,7 @@ def main(argv=None):
     result = {f"forward_b{big}_fp32_img_s": rate(f"forward b{big} fp32 contiguous eager"),
               f"forward_b{big}_best_img_s": best[0],
               "upload_s": round(upload_s, 4),
+              "live_fps": round(1 / frame_s, 1),
               "train_fp32_img_s": float(train[0][1].split()[0]),
               "train_amp_cl_img_s": float(train[1][1].split()[0])}
     if len(train) > 2:

@@ -135,6 +135,8 @@ def run_page(url, clip, seconds):
             L.shown.forEach((t, i) => { if (t >= a && t <= b) keep.push(i); });
             return {shown: keep.map(i => L.shown[i]), latency: keep.map(i => L.latency[i]),
                     forward: keep.map(i => L.forward[i]), handler: keep.map(i => L.handler[i]),
+                    sent: keep.map(i => L.sent[i]), call: keep.map(i => L.answered[i]),
+                    drawn: keep.map(i => L.latency[i] - L.sent[i] - L.answered[i]),
                     line: document.querySelector('#csra-live .csra-live-line').textContent}; }""",
                              [start, end])
         page.locator("#csra-live .csra-live-stop").click()
@@ -180,7 +182,8 @@ def run_gradio_stream(model, clip, seconds, stream_every):
                 const img = document.querySelector('#out img'); const src = img && img.src;
                 if (src && src !== window.__last) { window.__last = src; window.__changes.push(performance.now()); }
               }).observe(document.body, {subtree: true, childList: true, attributes: true}); }""")
-            page.locator("#cam").get_by_role("button").filter(has_text="ecord").first.click()
+            page.get_by_text("Click to Access Webcam").click()
+            page.locator("#cam button").filter(has_text="Record").first.click()
             page.wait_for_function("() => window.__changes.length > 0", timeout=120_000)
             time.sleep(WARMUP_S)
             start = page.evaluate("() => performance.now()")
@@ -207,7 +210,11 @@ def main(argv=None):
                         "streaming on a minimal page, for comparison")
     p.add_argument("--stream-every", type=float, default=0.05,
                    help="--path gradio: seconds between the frames Gradio's webcam sends")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of the server (default: torch's, one per core)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = csra.pick_device(args.device)
     model, what = load_model(args.model)
     folder = Path(tempfile.mkdtemp(prefix="csra-live-fps-"))
@@ -241,8 +248,10 @@ def main(argv=None):
           f"{args.seconds:g} s timed; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"{'what':<22}{'median':>10}{'p90':>10}{'n':>6}")
     print(f"{'frames/s':<22}{fps:>10.1f}{'':>10}{len(shown):>6}")
-    rows = [("camera -> overlay ms", live.get("latency")), ("handler (server) ms", live["handler"]),
-            ("forward (server) ms", live["forward"])]
+    rows = [("camera -> overlay ms", live.get("latency")),
+            ("  camera -> sent", live.get("sent")), ("  call (round trip)", live.get("call")),
+            ("  answer -> on screen", live.get("drawn")),
+            ("handler (server) ms", live["handler"]), ("forward (server) ms", live["forward"])]
     for name, values in rows:
         if values:
             median, p90, n = stats(values)

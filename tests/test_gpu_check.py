@@ -20,10 +20,11 @@ def test_cpu_smoke_run_prints_every_row_and_a_result_line(capsys):
                 for layout in ("contiguous", "channels-last")}
     assert expected <= set(rows)
     assert "app upload -> scores + heatmaps (app.page.upload)" in rows
+    assert "live frame 320x240 -> overlay (app.live)" in rows        # resnet18 at 64 px
     assert {"train b2 fp32 eager", "train b2 AMP + channels-last (bf16)"} <= set(rows)
     assert lines[-1].startswith("RESULT ")
     result = dict(kv.split("=") for kv in lines[-1].split()[1:])
-    assert set(result) == {"forward_b2_fp32_img_s", "forward_b2_best_img_s", "upload_s", "train_fp32_img_s",
-                           "train_amp_cl_img_s"}
+    assert set(result) == {"forward_b2_fp32_img_s", "forward_b2_best_img_s", "upload_s", "live_fps",
+                           "train_fp32_img_s", "train_amp_cl_img_s"}
     assert all(float(v) > 0 for v in result.values())
     assert float(result["forward_b2_best_img_s"]) >= float(result["forward_b2_fp32_img_s"])
