@@ -336,7 +336,7 @@
       const root = element.querySelector(".csra-live-root") || element;
       const limit = (value && value.time_limit_s) || 300;
       const L = S.live = {run: 0, side: (value && value.side) || 320, frames: 0, shown: [], latency: [],
-                          forward: [], handler: [], sent: [], answered: [], stream: null, track: null, meta: null,
+                          forward: [], handler: [], sent: [], encoded: [], answered: [], stream: null, track: null, meta: null,
                           seen: 0, sentSeen: -1, waiters: []};
       root.innerHTML = `<div class="csra-live-bar"><button type="button" class="csra-live-start">Start camera</button>` +
         `<button type="button" class="csra-live-stop" disabled>Stop</button>` +
@@ -412,19 +412,19 @@
       };
       const loop = async (run, stream) => {
         while (L.run === run) {
-          if (!(await nextFrame(run))) {
-            if (L.run === run) stop("⚠️ The camera sends no pictures: live camera stopped.");
-            return;
-          }
-          if (!element.offsetParent || document.hidden) {
+          const fresh = await nextFrame(run);
+          if (L.run !== run) return;
+          if (!element.offsetParent || document.hidden) {   // nobody sees it: free the cores
             stop("Live camera stopped: its tab was left. Press Start camera to go on.");
             return;
           }
+          if (!fresh) { stop("⚠️ The camera sends no pictures: live camera stopped."); return; }
           const meta = L.meta;
           L.sentSeen = L.seen;
           const t0 = meta ? (meta.captureTime ?? meta.presentationTime ?? performance.now()) : performance.now();
           const w = video.videoWidth, h = video.videoHeight;
           if (!w || !h) continue;
+          const drawing = performance.now();
           const scale = Math.min(1, L.side / Math.max(w, h));
           canvas.width = Math.max(1, Math.round(w * scale)); canvas.height = Math.max(1, Math.round(h * scale));
           canvas.getContext("2d").drawImage(video, 0, 0, canvas.width, canvas.height);
@@ -453,7 +453,8 @@
           const shown = performance.now();
           L.frames++; L.side = out.side || L.side;
           keep(L.shown, shown); keep(L.latency, shown - t0); keep(L.forward, out.forward_ms); keep(L.handler, out.handler_ms);
-          keep(L.sent, sent - t0); keep(L.answered, answered - sent);   // where the time goes (bench/live_fps.py)
+          keep(L.sent, sent - t0); keep(L.encoded, sent - drawing);
+          keep(L.answered, answered - sent);   // where the time goes (bench/live_fps.py)
           showFps();
           const present = out.present.map(([n, p]) => `${esc(n)} (${p.toFixed(2)})`).join(", ");
           scoresLine.innerHTML = `Heatmap: <b>${out.drawn.map(esc).join(", ")}</b>. Present at p ≥ ${out.threshold.toFixed(2)}: ` +
@@ -473,7 +474,9 @@
         say("Starting the camera…");
         let media;
         try {
-          media = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
+          // no larger than the frames sent: the browser scales, so there is less to draw and encode
+          media = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: L.side},
+            height: {ideal: Math.round(L.side * 3 / 4)}}, audio: false});
         } catch (err) {
           if (L.run === run) stop(cameraError(err));
           return;

@@ -113,7 +113,7 @@ def load_model(name):
 
 def stats(values):
     values = np.asarray(values, dtype=float)
-    return float(np.median(values)), float(np.percentile(values, 90)), len(values)
+    return float(np.median(values)), float(np.percentile(values, 90)), float(values.mean()), len(values)
 
 
 def run_page(url, clip, seconds):
@@ -135,7 +135,8 @@ def run_page(url, clip, seconds):
             L.shown.forEach((t, i) => { if (t >= a && t <= b) keep.push(i); });
             return {shown: keep.map(i => L.shown[i]), latency: keep.map(i => L.latency[i]),
                     forward: keep.map(i => L.forward[i]), handler: keep.map(i => L.handler[i]),
-                    sent: keep.map(i => L.sent[i]), call: keep.map(i => L.answered[i]),
+                    sent: keep.map(i => L.sent[i]), encoded: keep.map(i => L.encoded[i]),
+                    call: keep.map(i => L.answered[i]),
                     drawn: keep.map(i => L.latency[i] - L.sent[i] - L.answered[i]),
                     line: document.querySelector('#csra-live .csra-live-line').textContent}; }""",
                              [start, end])
@@ -210,6 +211,9 @@ def main(argv=None):
                         "streaming on a minimal page, for comparison")
     p.add_argument("--stream-every", type=float, default=0.05,
                    help="--path gradio: seconds between the frames Gradio's webcam sends")
+    p.add_argument("--frame-side", type=int, default=None,
+                   help="--path page: longest side of the frames the page sends (default: "
+                        "app.live.frame_side, 320 for a 224 px model)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads of the server (default: torch's, one per core)")
     args = p.parse_args(argv)
@@ -222,7 +226,10 @@ def main(argv=None):
         clip = folder / "camera.y4m"
         frames = camera_clip(clip)
         if args.path == "page":
+            from app import live as live_module
             from app.models import default_store
+            if args.frame_side:
+                live_module.MIN_FRAME_SIDE = args.frame_side
             from app.ui import build_demo, launch
             store = default_store(model, classifier=None, device=device)
             demo = build_demo(store, examples=[])
@@ -232,7 +239,8 @@ def main(argv=None):
                 live = run_page(f"http://127.0.0.1:{port}/", clip, args.seconds)
             finally:
                 demo.close()
-            path = "the app's Live camera tab (page script + server function)"
+            side = live_module.frame_side(model)
+            path = f"the app's Live camera tab (page script + server function), {side} px frames"
         else:
             model = csra.prepare_for_inference(model, device)
             live = run_gradio_stream(model, clip, args.seconds, args.stream_every)
@@ -246,16 +254,17 @@ def main(argv=None):
     print(f"{what}; {path}; device {device}; torch threads {torch.get_num_threads()}; "
           f"Chromium 1400x1000, fake camera 640x480 at 30 frames/s ({frames} frames, looped); "
           f"{args.seconds:g} s timed; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'what':<22}{'median':>10}{'p90':>10}{'n':>6}")
-    print(f"{'frames/s':<22}{fps:>10.1f}{'':>10}{len(shown):>6}")
+    print(f"{'what':<24}{'median':>9}{'p90':>9}{'mean':>9}{'n':>6}")
+    print(f"{'frames/s':<24}{fps:>9.1f}{'':>9}{'':>9}{len(shown):>6}")
     rows = [("camera -> overlay ms", live.get("latency")),
-            ("  camera -> sent", live.get("sent")), ("  call (round trip)", live.get("call")),
+            ("  camera -> sent", live.get("sent")), ("    of which draw+JPEG", live.get("encoded")),
+            ("  call (round trip)", live.get("call")),
             ("  answer -> on screen", live.get("drawn")),
             ("handler (server) ms", live["handler"]), ("forward (server) ms", live["forward"])]
     for name, values in rows:
         if values:
-            median, p90, n = stats(values)
-            print(f"{name:<22}{median:>10.1f}{p90:>10.1f}{n:>6}")
+            median, p90, mean, n = stats(values)
+            print(f"{name:<24}{median:>9.1f}{p90:>9.1f}{mean:>9.1f}{n:>6}")
     latency = f"{stats(live['latency'])[0]:.0f}" if live.get("latency") else "n/a"
     forward = stats(live["forward"])[0] if live["forward"] else float("nan")
     print(f"RESULT fps={fps:.1f} latency_ms={latency} forward_ms={forward:.0f}")

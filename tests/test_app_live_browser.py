@@ -194,3 +194,20 @@ def test_a_camera_that_stops_gives_one_line(app, camera_browser):
     assert "cat.jpg" in page.locator("#csra-status").inner_text()
     assert not page.errors, page.errors
     page.close()
+
+
+def test_leaving_the_tab_stops_the_camera(app, camera_browser):
+    page = open_live(camera_browser, app)
+    page.locator("#csra-live .csra-live-start").click()
+    wait_live(page, "L.frames >= 1")
+    tracks = page.evaluate_handle("() => csraExplorer.state.live.tracks")
+    page.get_by_role("tab", name="Downloads").click()
+    page.wait_for_function("(tracks) => tracks.every(t => t.readyState === 'ended')", arg=tracks,
+                           timeout=30_000)                  # nobody sees it: the camera is off
+    frames = page.evaluate("(tracks) => csraExplorer.state.live.frames", tracks)
+    page.wait_for_timeout(500)
+    assert page.evaluate("() => csraExplorer.state.live.frames") <= frames + 1
+    page.get_by_role("tab", name="Live camera").click()
+    assert "tab was left" in one_line(page)
+    assert not page.errors, page.errors
+    page.close()
