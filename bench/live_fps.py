@@ -14,9 +14,16 @@ records (app/explorer.js, state.live):
   frames/s           frames shown per second (answers on screen over the timed window)
   camera -> overlay  the camera frame's capture time (requestVideoFrameCallback's
                      captureTime, else the time the frame was presented) -> the overlay of
-                     that frame decoded and put on screen
+                     that frame decoded and put on screen; split into
+    camera -> sent     the frame's age when it is taken, plus drawing it into the canvas
+                       and encoding the JPEG ("of which draw+JPEG")
+    call               the server function's round trip (HTTP, Gradio, the handler)
+    answer -> on screen  decoding the answer's JPEG
   handler (server)   the tab's server function: decode, network, overlay, JPEG
   forward (server)   the network alone on each frame (backbone + CSRA head score maps)
+
+Median, p90 and mean over the frames of the timed window. The table's first line gives the
+load average: on a shared machine the figures move with it.
 
 The last line is `RESULT fps=<frames/s> latency_ms=<median> forward_ms=<median>`.
 --path gradio runs the same per-frame function through Gradio's documented streaming
@@ -94,6 +101,11 @@ def camera_clip(path, seconds=4, size=(640, 480), fps=30):
     return write_y4m(path, pan_zoom_frames(int(seconds * fps), size), size, fps)
 
 
+def live_frame_side(model):
+    from app import live
+    return live.frame_side(model)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -148,26 +160,32 @@ def run_page(url, clip, seconds):
 
 def run_gradio_stream(model, clip, seconds, stream_every):
     """Gradio's documented streaming on a minimal page: gr.Image(webcam, streaming) ->
-    .stream(the same per-frame function) -> gr.Image. Frames/s = output image changes."""
+    .stream(the same per-frame function) -> gr.Image. The camera is asked for frames of the
+    size the app's tab sends (app.live.frame_side), not mirrored. Frames/s = output image
+    changes."""
     import gradio as gr
     from PIL import Image
     from playwright.sync_api import sync_playwright
 
     from app import live, page as page_module
     controls = page_module.Controls(lam=float(model.lam), threshold=0.1).clean()
-    server_ms, forward_ms = [], []
+    server_ms, forward_ms, sizes = [], [], set()
 
     def on_frame(frame):
         if frame is None:
             return None
         start = time.perf_counter()
+        sizes.add(f"{frame.shape[1]}x{frame.shape[0]}")
         picture, out = live.process_frame(model, Image.fromarray(frame), controls)
         server_ms.append(1000 * (time.perf_counter() - start))
         forward_ms.append(out["forward_ms"])
         return picture
 
+    side = live.frame_side(model)
+    constraints = {"video": {"width": {"ideal": side}, "height": {"ideal": round(side * 3 / 4)}}}
     with gr.Blocks() as demo:
-        camera = gr.Image(sources=["webcam"], streaming=True, elem_id="cam")
+        camera = gr.Image(sources=["webcam"], streaming=True, elem_id="cam",
+                          webcam_options=gr.WebcamOptions(mirror=False, constraints=constraints))
         shown = gr.Image(elem_id="out")
         camera.stream(on_frame, [camera], [shown], stream_every=stream_every, time_limit=600,
                       concurrency_limit=1)
@@ -198,7 +216,8 @@ def run_gradio_stream(model, clip, seconds, stream_every):
             browser.close()
     finally:
         demo.close()
-    return {"shown": changes, "handler": server, "forward": forward, "window_ms": end - start}
+    return {"shown": changes, "handler": server, "forward": forward, "window_ms": end - start,
+            "sizes": sorted(sizes)}
 
 
 def main(argv=None):
@@ -244,7 +263,8 @@ def main(argv=None):
         else:
             model = csra.prepare_for_inference(model, device)
             live = run_gradio_stream(model, clip, args.seconds, args.stream_every)
-            path = f"Gradio's webcam streaming, stream_every={args.stream_every}"
+            path = (f"Gradio's webcam streaming, stream_every={args.stream_every}, "
+                    f"camera asked for {live_frame_side(model)} px frames")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -254,6 +274,8 @@ def main(argv=None):
     print(f"{what}; {path}; device {device}; torch threads {torch.get_num_threads()}; "
           f"Chromium 1400x1000, fake camera 640x480 at 30 frames/s ({frames} frames, looped); "
           f"{args.seconds:g} s timed; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    if live.get("sizes"):
+        print(f"frames the server got: {', '.join(live['sizes'])}")
     print(f"{'what':<24}{'median':>9}{'p90':>9}{'mean':>9}{'n':>6}")
     print(f"{'frames/s':<24}{fps:>9.1f}{'':>9}{'':>9}{len(shown):>6}")
     rows = [("camera -> overlay ms", live.get("latency")),
