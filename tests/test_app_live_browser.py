@@ -211,3 +211,25 @@ def test_leaving_the_tab_stops_the_camera(app, camera_browser):
     assert "tab was left" in one_line(page)
     assert not page.errors, page.errors
     page.close()
+
+
+@pytest.mark.parametrize("width, height", [(1400, 1000), (390, 844)])
+def test_live_tab_has_no_critical_or_serious_accessibility_problem(app, camera_browser, width, height):
+    axe = pytest.importorskip("axe_playwright_python.sync_playwright")
+    page = camera_browser.new_page(viewport={"width": width, "height": height})
+    page.goto(app.url, wait_until="domcontentloaded")
+    page.wait_for_function("() => window.csraExplorer")
+    if width < 500:                                   # the tab is under the tab bar's menu
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text="Live camera").click()
+    else:
+        page.get_by_role("tab", name="Live camera").click()
+    page.locator("#csra-live .csra-live-start").click()
+    wait_live(page, "L.frames >= 2")
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= width  # nothing runs out
+    results = axe.Axe().run(page).response
+    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:5])
+           for v in results["violations"] if v["impact"] in ("critical", "serious")]
+    assert not bad, bad
+    page.locator("#csra-live .csra-live-stop").click()
+    page.close()
