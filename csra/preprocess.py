@@ -25,16 +25,24 @@ def _named(source):
     return getattr(source, "name", None) or "image"
 
 
-def load_image(source, max_pixels=MAX_PIXELS):
-    """Open a path or file object as an RGB PIL image, or raise ImageError."""
+def load_image(source, max_pixels=MAX_PIXELS, max_bytes=None):
+    """Open a path or file object as an RGB PIL image, or raise ImageError.
+
+    max_pixels: larger images are refused before decoding. max_bytes (None: no limit): images
+    whose decoding and conversion to RGB would hold more than this many bytes at once
+    (decode_bytes) are refused before decoding too."""
     name = _named(source)
     try:
         with Image.open(source) as image:
             w, h = image.size
             if w * h > max_pixels:
                 raise ImageError(f"{name}: {w}x{h} pixels is more than the limit of {max_pixels:,}")
+            if max_bytes is not None and (need := decode_bytes(image)) > max_bytes:
+                raise ImageError(f"{name}: {w}x{h} pixels ({image.mode}) need about "
+                                 f"{need / 2 ** 20:,.0f} MB to decode, more than the limit of "
+                                 f"{max_bytes / 2 ** 20:,.0f} MB")
             image.load()
-            return to_rgb(image)
+            return to_rgb(image, copy=False)
     except ImageError:
         raise
     except FileNotFoundError:
@@ -86,22 +94,64 @@ def video_format(path):
     return None
 
 
-def to_rgb(image):
-    """Any PIL image or HxW[xC] numpy array -> 8-bit RGB PIL image, upright."""
+# Bytes per pixel that to_rgb holds at its peak, by the decoded mode: the decoded image plus
+# the copies its conversion makes (alpha: an RGBA copy, a white RGBA background, the RGB
+# result; 16-bit and float: numpy float64 arrays).
+_PEAK_BYTES_PER_PIXEL = {"1": 4, "L": 4, "P": 4, "RGB": 3, "YCbCr": 6, "CMYK": 7, "LAB": 6,
+                         "HSV": 6, "RGBA": 11, "LA": 13, "PA": 13, "La": 13, "RGBa": 11,
+                         "I": 33, "F": 33, "I;16": 29, "I;16B": 29, "I;16L": 29, "I;16N": 29}
+_TRANSPARENT_PALETTE_BYTES_PER_PIXEL = 12
+_ORIENTATION = 0x0112
+
+
+def decode_bytes(image):
+    """About how many bytes decoding an opened (not yet loaded) image and turning it into RGB
+    (to_rgb) hold at once: the decoded pixels and the copies of the conversion, plus one copy
+    of the decoded pixels when its EXIF orientation turns it."""
+    w, h = image.size
+    mode = image.mode
+    per_pixel = _PEAK_BYTES_PER_PIXEL.get(mode, 33)
+    if mode == "P" and _palette_alpha(image):
+        per_pixel = _TRANSPARENT_PALETTE_BYTES_PER_PIXEL
+    if _orientation(image) != 1:
+        per_pixel += len(image.getbands()) * (4 if mode in ("I", "F") else 2 if mode.startswith("I;16") else 1)
+    return w * h * per_pixel
+
+
+def _orientation(image):
+    try:
+        return int(image.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block: Pillow's exif_transpose ignores it too
+        return 1
+
+
+def _palette_alpha(image):
+    return "transparency" in image.info or getattr(image.palette, "mode", "RGB") in ("RGBA", "LA", "PA")
+
+
+def to_rgb(image, copy=True):
+    """Any PIL image or HxW[xC] numpy array -> 8-bit RGB PIL image, upright.
+
+    copy=False lets an RGB image that needs no turning come back as the same object (no
+    second full-size copy: load_image decodes a fresh image anyway)."""
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
-    image = ImageOps.exif_transpose(image)
+    if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    elif copy:
+        image = image.copy()
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         image = _array_to_pil(np.asarray(image))
     if image.mode == "P":
-        image = image.convert("RGBA")
+        image = image.convert("RGBA" if _palette_alpha(image) else "RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "RGB" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        image = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image.alpha_composite(rgba)     # in place: over opaque white
+        del rgba
     if image.size[0] < 1 or image.size[1] < 1:
         raise ImageError("image has no pixels")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" and "transparency" not in image.info else image.convert("RGB")
 
 
 def _array_to_pil(array):

@@ -92,3 +92,49 @@ def test_preprocessing_resizes_scales_and_normalises():
     assert torch.allclose(x[:, 0, 0], torch.tensor([(1 - 0.5) / 0.5, (0.2 - 0.5) / 0.25, -0.5]))
     plain = Preprocessing(16)(im)  # the VOC recipe: [0, 1], no mean/std
     assert plain.min() >= 0 and plain.max() <= 1
+
+
+def png_header(width, height, colour_type):
+    """A PNG that claims width x height pixels of a colour type, with too little data: what
+    a limit must refuse before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    return io.BytesIO(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                      + chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+
+
+def test_decode_budget_refuses_before_decoding():
+    """A 49-megapixel PNG cost +560 MB of server memory: the budget counts the decoded pixels
+    and every copy the conversion to RGB makes, and refuses before anything is decoded."""
+    from csra.preprocess import decode_bytes
+    rgb, rgba = png_header(7000, 7000, 2), png_header(7000, 7000, 6)
+    with Image.open(rgb) as im:
+        assert decode_bytes(im) == 7000 * 7000 * 3                   # decoded once, no copy
+    with Image.open(rgba) as im:
+        assert decode_bytes(im) == 7000 * 7000 * 11                  # + RGBA, white, RGB
+    budget = 300 * 2 ** 20
+    with pytest.raises(ImageError, match=r"7000x7000 pixels \(RGBA\) need about 514 MB to decode, "
+                                         r"more than the limit of 300 MB"):
+        load_image(rgba, max_bytes=budget)
+    with pytest.raises(ImageError, match="truncated or corrupt"):   # under it: decoding starts
+        load_image(png_header(7000, 7000, 2), max_bytes=budget)
+    small = load_image(saved(Image.new("RGBA", (30, 20), (0, 0, 0, 0))), max_bytes=10_000)
+    assert small.getpixel((3, 3)) == (255, 255, 255)
+    with pytest.raises(ImageError, match="MB to decode, more than the limit"):
+        load_image(saved(Image.new("RGBA", (30, 20))), max_bytes=1000)
+
+
+def test_an_rgb_image_is_not_copied_on_the_way():
+    """load_image hands back the decoded RGB image itself (one full-size copy in memory);
+    to_rgb still copies what it is given unless told otherwise."""
+    im = Image.new("RGB", (8, 6), (1, 2, 3))
+    assert to_rgb(im) is not im and to_rgb(im, copy=False) is im
+    turned = Image.new("RGB", (8, 6))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    upright = load_image(saved(turned, "JPEG", exif=exif.tobytes()))
+    assert upright.size == (6, 8)
