@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 
 DISPLAY_SIZE = 448  # longest side of the picture the overlays are drawn on
@@ -86,9 +86,14 @@ class Scores:
 
 
 def display_image(image, size=DISPLAY_SIZE):
-    """RGB PIL image -> (H, W, 3) uint8 array whose longest side is `size` (aspect kept)."""
+    """RGB PIL image -> (H, W, 3) uint8 array whose longest side is `size` (aspect kept; a
+    side never rounds to 0 pixels, so a 1x5000 strip becomes 1x448)."""
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    w, h = image.size
+    scale = size / max(w, h)
+    new = (min(size, max(1, round(w * scale))), min(size, max(1, round(h * scale))))
     resample = Image.NEAREST if max(image.size) < 8 else Image.BILINEAR  # tiny: keep pixels sharp
-    return np.array(ImageOps.contain(image.convert("RGB"), (size, size), resample), dtype=np.uint8)
+    return np.array(image.resize(new, resample), dtype=np.uint8)
 
 
 def model_device(model):

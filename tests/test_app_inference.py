@@ -149,6 +149,13 @@ def test_shown_classes_threshold_limit_and_picks():
     assert threshold_logit(0.5, "softmax") is None
 
 
+def test_display_image_never_rounds_a_side_to_zero():
+    """A 1x5000 PNG gave "internal error (ValueError: height and width must be > 0)"."""
+    assert inference.display_image(Image.new("RGB", (1, 5000))).shape == (448, 1, 3)
+    assert inference.display_image(Image.new("L", (5000, 2))).shape == (1, 448, 3)
+    assert inference.display_image(Image.new("RGB", (3, 2000))).shape == (448, 1, 3)
+
+
 def test_display_image_keeps_aspect_and_orientation():
     assert inference.display_image(Image.new("RGB", (60, 40))).shape == (299, 448, 3)
     assert inference.display_image(Image.new("RGB", (40, 60))).shape == (448, 299, 3)
