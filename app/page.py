@@ -10,6 +10,7 @@ from the cached maps (API clients, downloads, bench/app_latency.py).
 import html
 import itertools
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from . import render
 from .inference import analyse, score_rows, scores_at, shown_classes, threshold_logit
 
 MAX_PIXELS = csra.preprocess.MAX_PIXELS  # larger images are refused before decoding (bombs)
+MAX_DECODE_BYTES = 300 * 2 ** 20   # memory one decode may hold (csra.preprocess.decode_bytes):
+                                   # a 50-megapixel RGB photo, turned by its EXIF, fits
 FULL_TABLE_LIMIT = 50     # models with more classes show only the top-k rows
 MAX_HEATMAPS = 12         # at most this many "present" classes get a heatmap
 MAX_PICKED = 12           # at most this many extra classes picked by hand
@@ -97,13 +100,21 @@ def display_name(path):
     return Path(str(path)).name or "image"
 
 
-def open_image(path, max_pixels=MAX_PIXELS, name=None):
-    """RGB PIL image from an uploaded file; csra.ImageError with a one-line message naming it."""
-    name = name or display_name(path)
+def open_image(path, max_pixels=MAX_PIXELS, name=None, max_bytes=MAX_DECODE_BYTES):
+    """RGB PIL image from an uploaded file (a path, or a file object such as a pasted
+    image's bytes); csra.ImageError with a one-line message naming it."""
+    is_path = isinstance(path, (str, os.PathLike))
+    name = name or (display_name(path) if is_path else getattr(path, "name", None) or "image")
     try:
-        return csra.load_image(str(path), max_pixels=max_pixels)
+        return csra.load_image(str(path) if is_path else path, max_pixels=max_pixels,
+                               max_bytes=max_bytes)
     except csra.ImageError as err:
-        raise csra.ImageError(str(err).replace(str(path), name)) from None
+        text = str(err)
+        if is_path:
+            text = text.replace(str(path), name)
+        elif not text.startswith(f"{name}:"):
+            text = f"{name}: {text.partition(': ')[2] or text}"
+        raise csra.ImageError(text) from None
 
 
 def serial(analysis):

@@ -207,3 +207,20 @@ def test_the_pages_own_upload_call_is_guarded_the_same_way(app, tmp_path):
     assert example["scores"]["name"] == "cat.jpg"
     assert raw_analyse_file(app, {"example": "cat.jpg"}, "") == {
         "error": "the page is out of date: reload it"}
+
+
+def test_a_pasted_image_is_analysed(app, tmp_path):
+    """Gradio's image box sends a paste as a data URL, with no path (before: 'pasted image:
+    no such file', the bytes were read as a path)."""
+    import base64
+    import io
+    buffer = io.BytesIO()
+    Image.open(COFFEE).resize((120, 80)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    before = app.calls["backbone"]
+    output = raw_analyse(app, {"url": url, "meta": {"_type": "gradio.FileData"}}, "paster")
+    assert status_of(output).startswith("pasted image — 120×80 px"), status_of(output)
+    assert scores_of(output)["name"] == "pasted image"
+    assert app.calls["backbone"] == before + 1
+    broken = raw_analyse(app, {"url": "data:image/png;base64,AAAA"}, "paster")
+    assert status_of(broken).startswith("⚠️ pasted image: ") and scores_of(broken) is None
