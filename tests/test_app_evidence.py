@@ -9,6 +9,7 @@ import torch
 
 import csra
 from app import evidence
+from app.live import FairGate
 from app.network import NetworkTurns
 from app.inference import analyse
 from tests.conftest import CAT
@@ -51,19 +52,23 @@ def test_a_check_stops_at_the_next_batch_once_cancelled(analysis):
 
 
 def test_an_upload_waits_at_most_one_batch(analysis):
-    """While a check runs, an upload that asks for the network gets it before the check's
-    next batch."""
-    lock = threading.Semaphore(1)
+    """While a check runs, an upload that waits for the network gets it before the check's
+    next batch (the app's lock hands it over in order of arrival)."""
+    lock = FairGate(1)
     order = []
     turns = NetworkTurns(lock, cancelled=lambda: False)
     assert turns() is False                                     # batch 1 holds the lock
     upload_thread = threading.Thread(target=lambda: (lock.acquire(), order.append("upload"),
                                                      lock.release()))
     upload_thread.start()
+    for _ in range(6000):                                       # until the upload waits in line
+        if lock._waiters:
+            break
+        threading.Event().wait(0.01)
     assert turns() is False                                     # batch 2: the upload went first
     order.append("batch 2")
     turns.release()
-    upload_thread.join(timeout=60)
+    upload_thread.join(timeout=600)
     assert order == ["upload", "batch 2"]
 
 
