@@ -9,7 +9,7 @@
   const S = {data: null, lam: null, thr: null, topk: null, tiles: {}, tileKey: null, legend: "",
              scoreViews: new Set(), tileViews: new Set(), trigger: null, last: null, pending: null,
              controls: {alpha: 0.5, scale: "global", picked: [], model: null}, statusViews: new Set(),
-             statusProps: null, upload: null, sent: 0};
+             statusProps: null, upload: null, sent: 0, status: "", kept: {}};
   const CHART_ROWS = 30;
   const ANALYSING = "Analysing the image…";
   const esc = (s) => String(s).replace(/[&<>"']/g,
@@ -176,6 +176,12 @@
     return true;
   }
 
+  function paintKept(name) {   // again after Gradio redraws the element's template
+    const view = S.kept[name];
+    const root = view && view.el && view.el.querySelector(".csra-kept-root");
+    if (root && root.csraHtml !== view.html) { root.innerHTML = view.html; root.csraHtml = view.html; }
+  }
+
   let pending = false;
   function redraw() {  // at most once per animation frame, however fast the slider moves
     if (pending) return;
@@ -209,6 +215,18 @@
     setTiles(value) {
       if (addTiles(value)) draw();
     },
+    // The close-up, the pooling weights, the map check: HTML from the server, kept while the
+    // server answers None (nothing new; it arrives as "" or null: see app/ui.py, Memory).
+    mountKept(element, name) {
+      const view = S.kept[name] || (S.kept[name] = {html: "", el: null});
+      view.el = element;
+      paintKept(name);
+    },
+    setKept(name, value) {
+      const view = S.kept[name] || (S.kept[name] = {html: "", el: null});
+      if (typeof value === "string" && value !== "") view.html = value;
+      paintKept(name);
+    },
     setControls(controls) {
       for (const k of ["alpha", "scale", "picked", "model"]) if (controls[k] !== undefined) S.controls[k] = controls[k];
       if (!["lam", "thr", "topk"].some((k) => controls[k] !== undefined)) return;
@@ -221,8 +239,9 @@
       S.statusViews.add(element);
       S.statusProps = props;
     },
-    setStatus(text, own) {
-      text = text === null || text === undefined ? "" : String(text);
+    setStatus(text, own) {   // None from the server ("" or null here): the line stays
+      text = text === null || text === undefined || text === "" ? S.status : String(text);
+      S.status = text;
       for (const el of S.statusViews) {
         if (!el.isConnected) { S.statusViews.delete(el); continue; }
         const line = el.querySelector(".csra-status-line") || el;

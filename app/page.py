@@ -25,6 +25,7 @@ MAX_DECODE_BYTES = 300 * 2 ** 20   # memory one decode may hold (csra.preprocess
 FULL_TABLE_LIMIT = 50     # models with more classes show only the top-k rows
 MAX_HEATMAPS = 12         # at most this many "present" classes get a heatmap
 MAX_PICKED = 12           # at most this many extra classes picked by hand
+TOP_K_RANGE = (1, 1000)   # table rows an API client may ask for (the slider: 5..100)
 _SERIAL = itertools.count(1)  # tells the browser a new analysis from an old one
 
 LAMBDA_TEXT = (
@@ -42,20 +43,46 @@ class BadControl(ValueError):
     """A control value the page cannot use (the message says which and why)."""
 
 
-def unit_interval(value, name):
-    """A finite number in [0, 1], or BadControl naming the control."""
+def quoted(value, limit=40):
+    """A value as a message quotes it: its repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def number(value, name, low, high, what="a number"):
+    """A finite number in [low, high], or BadControl naming the control. Only numbers and
+    numeric text are taken (not True, a list, or 1e308 for a whole number of rows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise BadControl(f"{name} must be {what} between {low:g} and {high:g}, got {quoted(value)}")
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise BadControl(f"{name} must be a number between 0 and 1, got {value!r}") from None
-    if not math.isfinite(v) or not 0.0 <= v <= 1.0:
-        raise BadControl(f"{name} must be between 0 and 1, got {value!r}")
+    except (ValueError, OverflowError):
+        raise BadControl(f"{name} must be {what} between {low:g} and {high:g}, "
+                         f"got {quoted(value)}") from None
+    if not math.isfinite(v) or not low <= v <= high:
+        raise BadControl(f"{name} must be between {low:g} and {high:g}, got {quoted(value)}")
     return v
+
+
+def unit_interval(value, name):
+    """A finite number in [0, 1], or BadControl naming the control."""
+    return number(value, name, 0.0, 1.0)
+
+
+def class_names(value, name):
+    """A list of class names (text) from a control, or BadControl naming it."""
+    if value is None or value == "":
+        return ()
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    bad = [v for v in values if not isinstance(v, str)]
+    if bad:
+        raise BadControl(f"{name} must be class names, got {quoted(bad[0])}")
+    return tuple(values)
 
 
 @dataclass
 class Controls:
-    """The page's settings, as the handlers receive them."""
+    """The page's settings, as the handlers receive them (from the page or any API client)."""
     lam: float = 0.1
     threshold: float = 0.5
     top_k: int = 20
@@ -65,22 +92,32 @@ class Controls:
     focus: str | None = None    # class of the comparison view and the pooling-weight map
 
     def clean(self):
-        """Checked values: lambda and threshold in [0, 1] (else BadControl), the rest clamped,
-        picked names de-duplicated and capped at MAX_PICKED."""
-        picked = self.picked if isinstance(self.picked, (list, tuple)) else (
-            () if not self.picked else (self.picked,))
-        picked = tuple(dict.fromkeys(str(p) for p in picked))[:MAX_PICKED]
+        """Checked values, or BadControl with one line naming the first control that is
+        wrong: λ, threshold and opacity numbers in [0, 1], the table rows a whole number in
+        TOP_K_RANGE, the colour scale one of render.SCALES, the classes text; picked names
+        de-duplicated and capped at MAX_PICKED."""
+        lam = unit_interval(self.lam, "λ")
+        threshold = unit_interval(self.threshold, "threshold")
+        top_k = round(number(self.top_k, "table rows (top-k)", *TOP_K_RANGE, "a whole number"))
+        alpha = unit_interval(self.alpha, "heatmap opacity")
+        if not isinstance(self.scale, str) or self.scale not in render.SCALES:
+            raise BadControl(f"colour scale must be one of {', '.join(render.SCALES)}, "
+                             f"got {quoted(self.scale)}")
+        picked = tuple(dict.fromkeys(class_names(self.picked, "also show these classes")))
+        if self.focus is not None and not isinstance(self.focus, str):
+            raise BadControl(f"class must be a class name, got {quoted(self.focus)}")
+        return replace(self, lam=lam, threshold=threshold, top_k=top_k, alpha=alpha,
+                       picked=picked[:MAX_PICKED], focus=self.focus or None)
+
+
+def model_key(store, label):
+    """The ModelStore key of a model's label (or key), or BadControl listing the labels."""
+    if isinstance(label, str):
         try:
-            top_k = max(1, int(self.top_k))
-        except (TypeError, ValueError, OverflowError):
-            top_k = 20
-        alpha = float(self.alpha) if isinstance(self.alpha, (int, float)) else 0.5
-        return replace(self, lam=unit_interval(self.lam, "λ"),
-                       threshold=unit_interval(self.threshold, "threshold"),
-                       top_k=top_k, alpha=min(max(alpha, 0.0), 1.0) if math.isfinite(alpha) else 0.5,
-                       scale=self.scale if self.scale in render.SCALES else "global",
-                       picked=picked,
-                       focus=self.focus if isinstance(self.focus, str) else None)
+            return store.key_for(label)
+        except KeyError:
+            pass
+    raise BadControl(f"model must be one of: {'; '.join(store.labels)}; got {quoted(label)}")
 
 
 @dataclass

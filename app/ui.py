@@ -73,6 +73,20 @@ UPLOAD_JS = "csraExplorer.mountUpload(element, server, upload, props.value);"
 STATUS_TEMPLATE = '<div class="csra-status-line" role="status" aria-live="polite"></div>'
 STATUS_JS = ("csraExplorer.mountStatus(element, props); watch('value', () => "
              "csraExplorer.setStatus(props.value)); csraExplorer.setStatus(props.value);")
+# the close-up, the pooling weights and the map check: HTML from the server, kept by the
+# browser while the server answers None (nothing new; the browser receives it as ""), so
+# that every answer can give every output a plain value (see build_demo, Memory); BLANK, an
+# HTML comment, empties the view. The status line, likewise, stays as it is on None.
+BLANK = "<!-- empty -->"
+KEPT_TEMPLATE = '<div class="csra-kept-root"></div>'
+
+
+def kept_js(name):
+    return (f"csraExplorer.mountKept(element, '{name}'); watch('value', () => "
+            f"csraExplorer.setKept('{name}', props.value)); "
+            f"csraExplorer.setKept('{name}', props.value);")
+
+
 SCORES_TEMPLATE = (
     '<div class="csra-explorer"><div class="csra-summary"></div><div class="csra-chart"></div>'
     '<details class="csra-table-box"><summary>Table: every class, most probable first</summary>'
@@ -83,6 +97,11 @@ TILES_TEMPLATE = '<div class="csra-tiles-root"></div>'
 TILES_JS = ("csraExplorer.mountTiles(element, trigger); watch('value', () => "
             "csraExplorer.setTiles(props.value)); if (props.value) csraExplorer.setTiles(props.value);")
 LIVE_TEMPLATE = '<div class="csra-live-root"></div>'
+# After a picture from the image box: a refused one (a message, no scores) empties the box, in
+# the browser; otherwise the box is left as it is. The server never outputs the box: an
+# answer that leaves it unchanged would make Gradio keep a new copy of it in the session.
+REFUSED_JS = ("(status, scores) => (typeof status === 'string' && status.startsWith('⚠️') "
+              "&& !scores) ? null : {__type__: 'update'}")
 LIVE_JS = "csraExplorer.mountLive(element, server, props.value);"
 
 CSS = """
@@ -287,33 +306,28 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         return analysis, view
 
     def cleared():
-        return {scores: None, heatmaps: None, closeup: "", weights: ""}
+        return {status: None, scores: None, heatmaps: None, closeup: BLANK, weights: BLANK}
 
-    def shown_view(view):
-        """{component: value} for the parts of a PageView that are set."""
-        out = {}
-        for component, value in ((status, view.status), (scores, view.scores),
-                                 (heatmaps, view.heatmaps), (closeup, view.closeup),
-                                 (weights, view.weights)):
-            if value is not None:
-                out[component] = value
-        if view.focus is not None:
-            out[focus] = gr.update(value=view.focus)
-        return out
+    def shown_view(view, focus_v=None):
+        """{component: value} for the parts of a PageView that are set. The class box always
+        gets a plain value (view.focus, else focus_v, what it shows): see "Memory" below.
+        None for the others means "nothing new" to the page's script."""
+        return {status: view.status, heatmaps: view.heatmaps, closeup: view.closeup,
+                weights: view.weights, focus: view.focus if view.focus is not None else focus_v}
 
-    def run_upload(payload, model_key, c, session, name=None):
+    def run_upload(payload, model_key, c, session, name=None, focus_v=None):
         """{component: value} for an image from Gradio's image box or the API."""
         try:
             if not payload:
-                return cleared()
+                return {**cleared(), focus: focus_v}
             start = time.perf_counter()
             analysis, view = analyse_payload(payload, model_key, c, session, name)
             view.scores["handler_ms"] = round(1000 * (time.perf_counter() - start), 1)
-            return {**shown_view(view), closeup: "", weights: ""}
+            return {**shown_view(view, focus_v), scores: view.scores, closeup: BLANK, weights: BLANK}
         except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
-            return {**cleared(), status: problem(err), image: None}
+            return {**cleared(), status: problem(err), focus: focus_v}
         except Exception as err:  # never let one request take the page down
-            return {**cleared(), status: unexpected(err)}
+            return {**cleared(), status: unexpected(err), focus: focus_v}
 
     def analyse_file(data):
         """The page's own upload call (explorer.js): data = {"path" (from Gradio's upload
@@ -335,7 +349,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 payload = {"path": example_by_name[name], "orig_name": name}
             else:
                 payload = {"path": data.get("path"), "orig_name": data.get("name")}
-            key = store.key_for(data.get("model") or VOC)
+            key = page.model_key(store, data.get("model") or VOC)
             analysis, view = analyse_payload(payload, key, c.clean(), data["session"],
                                              with_rows=False)
         except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
@@ -361,53 +375,60 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         return json.dumps(answer, separators=(",", ":"))
 
     def on_image(payload, model_label, lam_v, threshold_v, top_k_v, alpha_v, scale_v,
-                 picked_v, request: gr.Request):
+                 picked_v, focus_v, request: gr.Request):
         if not payload:
-            return cleared()
-        key = store.key_for(model_label)
-        c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), None)
+            return {**cleared(), focus: focus_v}
+        try:
+            key = page.model_key(store, model_label)
+        except page.BadControl as err:
+            return {**cleared(), status: problem(err), focus: focus_v}
+        c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, None)
         analysis = sessions.get(request.session_hash)
         if (analysis is not None and isinstance(payload, dict) and payload.get("path")
                 and analysis.source == str(payload["path"]) and analysis.model_key == key):
             try:   # the same file again (the image box may report one upload twice): no rerun
                 view = page.first_view(analysis, c.clean())
                 view.status = analysis.sent.get("status", view.status)
-                return shown_view(view)
+                return {**shown_view(view, focus_v), scores: view.scores}
             except page.BadControl as err:
-                return {**cleared(), status: problem(err)}
-        return run_upload(payload, key, c, request.session_hash)
+                return {**cleared(), status: problem(err), focus: focus_v}
+        return run_upload(payload, key, c, request.session_hash, focus_v=focus_v)
 
     def on_changes(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
                    request: gr.Request):
+        """Pictures the page does not hold yet for these controls (None: nothing new)."""
         analysis = sessions.get(request.session_hash)
-        if analysis is None:
-            return {status: gr.skip()}   # (Gradio reads an empty dict as one value)
+        kept = {status: None, heatmaps: None, closeup: None, weights: None, evidence: None,
+                focus: focus_v if isinstance(focus_v, str) else None}
         try:
-            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (), focus_v)
+            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+                              focus_v).clean()
+            if analysis is None:
+                return kept
             view = page.changes(analysis, c)
-        except page.BadControl as err:
-            analysis.sent["status_is_message"] = True
-            return {status: problem(err)}
         except Exception as err:
-            analysis.sent["status_is_message"] = True
-            return {status: unexpected(err)}
-        out = shown_view(view)
+            if analysis is not None:
+                analysis.sent["status_is_message"] = True
+            return {**kept, status: problem(err) if isinstance(err, page.BadControl)
+                    else unexpected(err)}
+        out = {**shown_view(view, kept[focus]), evidence: None}
         if checks.stale(request.session_hash, analysis, view.focus):
-            out[evidence] = ""          # the curves were of another image or class
+            out[evidence] = BLANK       # the curves were of another image or class
         if analysis.sent.pop("status_is_message", False):
             out[status] = analysis.sent.get("status", "")
-        if view.focus == focus_v:
-            out.pop(focus)
-        return out or {status: gr.skip()}   # (Gradio reads an empty dict as one value)
+        return out
 
-    def on_tile_select(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+    def on_tile_select(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
                        evt: gr.SelectData, request: gr.Request):
+        """A heatmap tile was clicked: its class up close, in its tab (a new copy of the
+        tabs costs nothing kept: no event reads them; see "Memory" below)."""
         analysis = sessions.get(request.session_hash)
         if analysis is None or evt.value not in analysis.class_names:
-            return {status: gr.skip()}
+            return on_changes(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
+                              request)
         out = on_changes(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, evt.value,
                          request)
-        return {**out, focus: gr.update(value=evt.value), tabs: gr.Tabs(selected="closeup")}
+        return {**out, tabs: gr.Tabs(selected="closeup")}
 
     def on_video(payload, model_label, lam_v, threshold_v, alpha_v, request: gr.Request,
                  progress=gr.Progress()):
@@ -420,9 +441,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             return fail("choose a video file first")
         try:
             file = payload.get("video", payload) if isinstance(payload, dict) else payload
-            source, name = upload_source(file, guard, request.session_hash)
             c = page.Controls(lam_v, threshold_v, 20, alpha_v).clean()
-            model = store.get(store.key_for(model_label))
+            source, name = upload_source(file, guard, request.session_hash)
+            model = store.get(page.model_key(store, model_label))
             capture, info = video.open_video(source, MAX_VIDEO_SECONDS)
             capture.release()
             every = max(1, -(-info.frame_count // VIDEO_FRAMES))
@@ -463,15 +484,16 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         Grad-CAM, random order); stops when a new image, class or check comes."""
         session = request.session_hash
         analysis = sessions.get(session)
-        if analysis is None:
-            return {evidence: "<p>Upload an image first.</p>"}
         try:
             lam_c = page.unit_interval(lam_v, "λ")
+            page.Controls(focus=focus_v).clean()
         except page.BadControl as err:
-            return {status: problem(err)}
+            return {evidence: None, status: problem(err)}
+        if analysis is None:
+            return {evidence: "<p>Upload an image first.</p>", status: None}
         focus_name = focus_v if focus_v in analysis.class_names else analysis.sent.get("focus")
         if focus_name not in analysis.class_names:
-            return {evidence: "<p>Choose a class first.</p>"}
+            return {evidence: "<p>Choose a class first.</p>", status: None}
         token = checks.start(session)
 
         def cancelled():
@@ -481,39 +503,57 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
             check = evidence_check.run_check(analysis, analysis.class_names.index(focus_name),
                                              lam_c, network, cancelled)
         except evidence_check.Cancelled:
-            return {evidence: gr.skip()}
+            return {evidence: None, status: None}
         except Exception as err:
-            return {status: unexpected(err)}
+            return {evidence: None, status: unexpected(err)}
         finally:
             checks.finish(session, token)
         checks.shown[session] = (analysis, focus_name)
-        return {evidence: evidence_check.evidence_html(check, analysis.name)}
+        return {evidence: evidence_check.evidence_html(check, analysis.name), status: None}
 
-    def on_model(model_label, top_k_v, alpha_v, scale_v, request: gr.Request):
-        key = store.key_for(model_label)
+    def on_model(model_label, top_k_v, alpha_v, scale_v, lam_v, threshold_v, picked_v, focus_v,
+                 request: gr.Request):
+        """Another model: its classes, λ and threshold in the controls, the image again.
+        (The new settings of the sliders and class boxes are updates: Gradio keeps a copy of
+        each in the session, one per switch; see "Memory" below.) A model that cannot be
+        loaded, or a bad value: a message, and every output as it was."""
         analysis = sessions.get(request.session_hash)
+        previous = analysis.model_key if analysis is not None else VOC
         try:
+            key = page.model_key(store, model_label)
+            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+                              focus_v).clean()
             model = store.get(key)
-        except ModelUnavailable as err:
-            text = problem(str(err) + " — staying with the model that was loaded")
-            previous = analysis.model_key if analysis is not None else VOC
-            return {model_choice: gr.update(value=store.label_for(previous)), status: text}
+        except (page.BadControl, ModelUnavailable) as err:
+            text = (str(err) if isinstance(err, page.BadControl)
+                    else f"{err} — staying with the model that was loaded")
+            try:
+                c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+                                  focus_v).clean()
+                view = page.first_view(analysis, c) if analysis is not None else page.PageView()
+            except page.BadControl:
+                c, view = page.Controls().clean(), page.PageView()
+            return {model_choice: store.label_for(previous), lam: c.lam, threshold: c.threshold,
+                    top_k: c.top_k, picked: list(c.picked), focus: c.focus,
+                    info: model_info_markdown(store.get(previous), store.device),
+                    status: problem(text), scores: view.scores, heatmaps: None, closeup: None,
+                    weights: None}
         option = store.option(key)
         names = list(model.class_names)
         lam_v = float(model.lam)
         c = page.Controls(lam_v, option.threshold, top_k_v, alpha_v, scale_v, (), None)
-        out = {scores: None, heatmaps: None, closeup: "", weights: "",
+        out = {scores: None, heatmaps: None, closeup: BLANK, weights: BLANK,
                status: f"Model: {option.label}. Upload an image or click an example."}
         if analysis is not None and analysis.source:
             out = run_upload({"path": analysis.source}, key, c, request.session_hash,
                              name=analysis.name)
         else:
             sessions.drop(request.session_hash)
-        return {**out, lam: gr.update(value=lam_v),
+        return {**out, lam: lam_v,
                 threshold: gr.update(value=option.threshold, info=threshold_info(model)),
                 top_k: gr.update(visible=len(names) > page.FULL_TABLE_LIMIT),
                 picked: gr.update(choices=names, value=[]),
-                focus: gr.update(choices=names, value=out[focus]["value"] if focus in out else None),
+                focus: gr.update(choices=names, value=out.get(focus)),
                 info: model_info_markdown(model, store.device)}
 
     def on_downloads(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v, focus_v,
@@ -521,13 +561,13 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         analysis = sessions.get(request.session_hash)
         if analysis is None:
             gr.Warning("Nothing to download yet: upload an image first.")
-            return {files: gr.skip()}
+            return {files: None, status: None}
         try:
-            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v or (),
+            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
                               focus_v).clean()
         except page.BadControl as err:
-            return {status: problem(err)}
-        return {files: write_downloads(downloads.new(), analysis, scores_at(analysis, c.lam),
+            return {files: None, status: problem(err)}
+        return {status: None, files: write_downloads(downloads.new(), analysis, scores_at(analysis, c.lam),
                                        c.threshold, page.download_pictures(analysis, c),
                                        model_info(analysis.model, store.device))}
 
@@ -594,11 +634,14 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 focus = gr.Dropdown(first_names, value=None, label="class", elem_id="csra-focus")
                 gr.Markdown("Image | average-pooling contribution | attention | score map, per "
                             "head; then the effective pooling weights 1/HW + λ·softmax(T·s).")
-                closeup = gr.HTML("", elem_id="csra-closeup")
-                weights = gr.HTML("", elem_id="csra-weights")
+                closeup = gr.HTML("", html_template=KEPT_TEMPLATE, js_on_load=kept_js("closeup"),
+                                  head=HEAD, elem_id="csra-closeup")
+                weights = gr.HTML("", html_template=KEPT_TEMPLATE, js_on_load=kept_js("weights"),
+                                  head=HEAD, elem_id="csra-weights")
                 check_button = gr.Button("Check this map: deletion and insertion curves beside "
                                          "Grad-CAM and a random order", elem_id="csra-check")
-                evidence = gr.HTML("", elem_id="csra-evidence")
+                evidence = gr.HTML("", html_template=KEPT_TEMPLATE, js_on_load=kept_js("evidence"),
+                                   head=HEAD, elem_id="csra-evidence")
             with gr.Tab("Video", id="video"):
                 gr.Markdown(f"A video file (up to {MAX_VIDEO_SECONDS} s; at most {VIDEO_FRAMES} "
                             "frames are analysed, evenly spaced): the overlay of each analysed "
@@ -625,6 +668,12 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 info = gr.Markdown(model_info_markdown(first, store.device), elem_id="csra-info")
 
         controls = [lam, threshold, top_k, alpha, scale, picked]
+        # Memory: when an answer updates a component that some event reads (gr.update, or
+        # gr.skip(), which is what an output left out of the answer's dict becomes), Gradio
+        # builds a new copy of the component and the session keeps every such copy until it
+        # is forgotten; for the 1000-class box that was +133 KB a call. So every answer gives
+        # such outputs (the class box, the controls, the image box) a plain value, or does
+        # not list them; outputs no event reads (status, views, tabs) may be left out.
         # preprocess=False: the handlers check every value themselves (page.Controls.clean), so
         # a bad one (lambda = 5, NaN, a class list of 10,000 names) gets the page's one-line
         # message rather than Gradio's error
@@ -640,10 +689,11 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         # Paste and camera: Gradio's image box. No progress overlay (its animation competes
         # with the network for the cores): the summary says "Analysing the image…" instead.
         image.change(None, [image], None, js="(v) => { csraExplorer.analysing(v); }")
-        image.change(on_image, [image, model_choice, *controls],
-                     [status, scores, heatmaps, closeup, weights, focus, image],
+        image.change(on_image, [image, model_choice, *controls, focus],
+                     [status, scores, heatmaps, closeup, weights, focus],
                      api_name="analyse", concurrency_id="network", preprocess=False,
-                     show_progress="hidden", trigger_mode="once")
+                     show_progress="hidden", trigger_mode="once").then(
+            None, [status, scores], [image], js=REFUSED_JS)
         # new numbers on the page (any path): the close-up, the pooling weights and any tile
         # the page lacks, after the first view is drawn
         changed = [status, heatmaps, closeup, weights, focus, evidence]
@@ -653,12 +703,13 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         gr.on([lam.release, threshold.release, alpha.release, scale.input, picked.input, focus.input],
               on_changes, [*controls, focus], changed,
               api_name="refresh", trigger_mode="always_last", **drawing)
-        heatmaps.select(on_tile_select, [*controls], [*changed, tabs],
+        heatmaps.select(on_tile_select, [*controls, focus], [*changed, tabs],
                         api_visibility="private", **drawing)
-        model_choice.input(on_model, [model_choice, top_k, alpha, scale],
+        model_choice.input(on_model, [model_choice, top_k, alpha, scale, lam, threshold, picked,
+                                      focus],
                            [model_choice, lam, threshold, top_k, picked, focus, info,
-                            status, scores, heatmaps, closeup, weights, image],
-                           api_name="choose_model", concurrency_id="network")
+                            status, scores, heatmaps, closeup, weights],
+                           api_name="choose_model", concurrency_id="network", preprocess=False)
         video_button.click(on_video, [video_in, model_choice, lam, threshold, alpha],
                            [video_status, video_out, video_plot], api_name="analyse_video",
                            concurrency_id="video", concurrency_limit=1, preprocess=False)

@@ -6,11 +6,13 @@ tiles' layout on a desktop and a 390 px phone, clicks a tile, uses an 80-class m
 holds an upload's request back to see the page while the network runs. No timing is asserted. Screenshots go to test-artifacts/. Skips only where Chromium is not
 installed (tests/conftest.py).
 """
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import csra
 from app.inference import analyse
@@ -97,6 +99,9 @@ def test_sliders_drag_and_out_of_range_values(app, browser):
     page.wait_for_function(
         f"() => document.querySelector('#csra-weights').innerText.includes('λ = {lam:.2f}')",
         timeout=60_000)
+    # the answer said "nothing new" (None) for the close-up and the status: both stay
+    assert page.locator("#csra-closeup img").count() == 4
+    assert "cat.jpg" in page.locator("#csra-status").inner_text()
 
     type_value(page, "csra-lambda", 5)              # clamped, with a short message
     page.wait_for_function("() => csraExplorer.state.last.lam === 1")
@@ -284,5 +289,85 @@ def test_upload_says_analysing_without_an_overlay_and_keeps_no_history(app, brow
     page.wait_for_timeout(500)
     stored = page.evaluate("() => Object.keys(localStorage).concat(Object.keys(sessionStorage))")
     assert not [k for k in stored if "run-history" in k], stored
+    assert not page.errors, page.errors
+    page.close()
+
+
+def clipboard_page(browser, app):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=app.url.rstrip("/"))
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    page.goto(app.url, wait_until="domcontentloaded")
+    page.get_by_text("Paste an image or use the camera").click()     # the folded box
+    page.wait_for_selector("#csra-image")
+    return context, page
+
+
+def paste(page, width, height, source=None):
+    """Put a PNG on the clipboard (the photo `source` drawn at width x height) and press the
+    image box's 'Paste from clipboard' button, as a user does."""
+    page.evaluate("""async ([bytes, w, h]) => {
+        const canvas = document.createElement('canvas');
+        canvas.width = w; canvas.height = h;
+        const ctx = canvas.getContext('2d');
+        if (bytes) ctx.drawImage(await createImageBitmap(new Blob([new Uint8Array(bytes)])), 0, 0, w, h);
+        else { ctx.fillStyle = '#4060a0'; ctx.fillRect(0, 0, w, h); }
+        const png = await new Promise((done) => canvas.toBlob(done, 'image/png'));
+        await navigator.clipboard.write([new ClipboardItem({'image/png': png})]);
+    }""", [list(source.read_bytes()) if source else None, width, height])
+    page.locator("#csra-image button[aria-label='Paste from clipboard']").click()
+
+
+def test_paste_works_and_a_refused_paste_empties_the_image_box(app, browser):
+    """Gradio's image box uploads a paste as a file, clipboard.png. A refused picture (here
+    over the pixel limit) gets its one line, and the box is emptied by the page's script
+    (the server no longer outputs the box: see app/ui.py, Memory)."""
+    context, page = clipboard_page(browser, app)
+    uploads = []
+    page.on("request", lambda r: uploads.append(r.url) if "/gradio_api/upload" in r.url else None)
+    paste(page, 320, 240, CAT)
+    page.wait_for_function("() => csraExplorer.state.data?.name === 'clipboard.png'", timeout=60_000)
+    assert uploads                                                # it went up as a file
+    assert "clipboard.png" in page.locator("#csra-status").inner_text()
+    assert page.locator("#csra-image img").count() == 1           # the box shows the paste
+    paste(page, 7200, 7200)                                       # 51.8 megapixels
+    page.wait_for_function("() => document.querySelector('#csra-status').innerText"
+                           ".includes('more than the limit')", timeout=120_000)
+    page.wait_for_function("() => !document.querySelector('#csra-image img')", timeout=60_000)
+    assert page.locator("#csra-status .csra-message").count() == 1
+    assert not page.errors, page.errors
+    context.close()
+
+
+HOSTILE_NAMES = ["![t](http://127.0.0.1:9/track.png).png", "[clickme](javascript:alert(1)) *b*.png",
+                 "<img src=http://127.0.0.1:9/x.png>.png", "www.example.com $$x$$ `c`.png"]
+
+
+def test_file_names_are_plain_text(app, browser):
+    """A name was once rendered as Markdown: ![t](http://127.0.0.1:9/track.png).jpg made the
+    browser fetch that URL, [clickme](javascript:...) showed as a link. In the status line,
+    for a picture and for a refused file, a name is text: nothing fetched, no link or image."""
+    page = open_page(browser, app)
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if "127.0.0.1:9/" in r.url else None)
+    picture = io.BytesIO()
+    Image.new("RGB", (30, 20), (200, 20, 20)).save(picture, "PNG")
+    box = page.locator("#csra-upload input[type=file]")
+    status = page.locator("#csra-status .csra-status-line")
+    for name in HOSTILE_NAMES:
+        box.set_input_files(files=[{"name": name, "mimeType": "image/png",
+                                    "buffer": picture.getvalue()}])
+        page.wait_for_function("(n) => csraExplorer.state.data?.name === n", arg=name,
+                               timeout=60_000)
+        assert status.inner_text().startswith(f"{name} — 30×20 px"), status.inner_html()
+        box.set_input_files(files=[{"name": name, "mimeType": "image/png",
+                                    "buffer": b"not a picture"}])
+        page.wait_for_function("(n) => document.querySelector('#csra-status').innerText"
+                               ".includes(n + ': not an image')", arg=name, timeout=60_000)
+        assert status.locator("a, img, em, i, code, strong").count() == 0, status.inner_html()
+    page.wait_for_timeout(500)
+    assert fetched == []
     assert not page.errors, page.errors
     page.close()

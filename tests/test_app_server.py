@@ -27,13 +27,12 @@ gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas 3 notices in Gradio
 VOC_LABEL = "VOC model (20 classes)"
 CONTROLS = dict(lam=0.1, threshold=0.5, top_k=20, alpha=0.5, scale="global", picked=[], focus=None)
-ANALYSE = ["status", "scores", "heatmaps", "closeup", "weights", "focus", "image"]
+ANALYSE = ["status", "scores", "heatmaps", "closeup", "weights", "focus"]
 REFRESH = ["status", "heatmaps", "closeup", "weights", "focus", "evidence"]
 
 
 def analyse(client, path, model=VOC_LABEL, **controls):
     c = {**CONTROLS, **controls}
-    c.pop("focus")
     out = client.predict(gradio_client.handle_file(str(path)), model, *c.values(), api_name="/analyse")
     return dict(zip(ANALYSE, out))
 
@@ -105,11 +104,11 @@ def test_upload_numbers_tiles_and_lambda(app, client):
 
     # the server's part of a lambda move: pooling weights only, no backbone run
     calls = app.calls["backbone"]
-    out9 = refresh(client, lam=0.9, threshold=0.5, focus=out["focus"]["value"])
+    out9 = refresh(client, lam=0.9, threshold=0.5, focus=out["focus"])
     assert app.calls["backbone"] == calls
     assert "0.90" in out9["weights"] and len(img_sources(out9["weights"])) == 1
     assert len(img_sources(out9["closeup"])) == 4          # image | avg | attention | overlay
-    again = refresh(client, lam=0.9, threshold=0.5, focus=out["focus"]["value"])
+    again = refresh(client, lam=0.9, threshold=0.5, focus=out["focus"])
     assert all(updated(again[k]) is None for k in ("heatmaps", "closeup", "weights"))  # nothing redrawn
 
 
@@ -163,7 +162,7 @@ def test_bad_lambda_or_threshold_gets_a_message_not_a_traceback(app, lam, thresh
         uploaded = http.post("gradio_api/upload", files={"files": ("cat.jpg", CAT.read_bytes())}).json()[0]
     text = call_raw(app, "analyse", [{"path": uploaded, "orig_name": "cat.jpg",
                                        "meta": {"_type": "gradio.FileData"}},
-                                      VOC_LABEL, lam, threshold, 20, 0.5, "global", []])
+                                      VOC_LABEL, lam, threshold, 20, 0.5, "global", [], None])
     assert "event: complete" in text, text[:500]
     data = json.loads(text.split("data: ", 1)[1].splitlines()[0])
     status = next(v for v in data if isinstance(v, str))
@@ -255,7 +254,7 @@ def test_bad_inputs_get_a_message_and_the_app_keeps_serving(client, files, name)
     assert out["status"].startswith("⚠️") and REFUSED[name] in out["status"], out["status"]
     assert name in out["status"] and "/tmp" not in out["status"]       # the file's own name
     assert out["scores"] is None and out["heatmaps"] is None
-    assert out["image"] is None                                        # no broken-image icon
+    assert out["focus"] is None                       # a plain value (see app/ui.py, Memory)
     assert_serving(client)
 
 
@@ -287,11 +286,11 @@ def test_oversize_upload_is_refused_and_the_app_keeps_serving(app, client, files
 
 IMAGENET_LABEL = "ImageNet classifier + CSRA, no training (resnet18, 1000 classes)"
 MODEL_OUTPUTS = ["model", "lam", "threshold", "top_k", "picked", "focus", "info", "status", "scores",
-                 "heatmaps", "closeup", "weights", "image"]
+                 "heatmaps", "closeup", "weights"]
 
 
 def choose_model(client, label):
-    out = client.predict(label, 20, 0.5, "global", api_name="/choose_model")
+    out = client.predict(label, 20, 0.5, "global", 0.1, 0.5, [], None, api_name="/choose_model")
     return dict(zip(MODEL_OUTPUTS, out))
 
 

@@ -98,7 +98,7 @@ def raw_analyse(app, value, session):
     """queue/join for the analysis event with this image value; the event's output list, or
     Gradio's own error text where Gradio refused the value before our handler."""
     fn = next(i for i, f in app.demo.fns.items() if f.api_name == "analyse")
-    data = [value, "VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", []]
+    data = [value, "VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", [], None]
     r = httpx.post(app.url + "gradio_api/queue/join", timeout=60,
                    json={"data": data, "fn_index": fn, "session_hash": session})
     r.raise_for_status()

@@ -1,0 +1,77 @@
+"""The server holds its memory per request: no event leaves a new Gradio component in the
+session (issue 19). Gradio builds a new copy of a component for every answer that updates it
+(gr.update, or gr.skip(), which an output left out of an answer's dict becomes) and keeps the
+copies of components that events read; app/ui.py gives those plain values. Memory itself is
+measured by bench/soak.py (RSS); this test counts Gradio's live components."""
+import gc
+import json
+import uuid
+from collections import Counter
+
+import httpx
+import pytest
+
+from tests.conftest import CAT
+
+gradio_client = pytest.importorskip("gradio_client")
+pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
+VOC_LABEL = "VOC model (20 classes)"
+
+
+def fn_index(app, fn):
+    """The index of the event whose handler is named fn (the private events have no name)."""
+    return next(i for i, f in app.demo.fns.items() if getattr(f.fn, "__name__", None) == fn)
+
+
+def raw_event(app, index, data, session, event_data=None):
+    """queue/join for event `index` in this session; its output list (raises on an error)."""
+    body = {"data": data, "fn_index": index, "session_hash": session}
+    if event_data is not None:
+        body["event_data"] = event_data
+    httpx.post(app.url + "gradio_api/queue/join", timeout=60, content=json.dumps(body),  # NaN too
+               headers={"content-type": "application/json"}).raise_for_status()
+    with httpx.stream("GET", app.url + f"gradio_api/queue/data?session_hash={session}",
+                      timeout=120) as events:
+        for line in events.iter_lines():
+            message = json.loads(line[5:]) if line.startswith("data:") else {}
+            if message.get("msg") == "process_completed":
+                assert message["success"], message
+                return message["output"]["data"]
+    raise AssertionError("the event stream ended without a result")
+
+
+def gradio_blocks():
+    """Live Gradio components and layout blocks, by class name."""
+    import gradio as gr
+    gc.collect()
+    return Counter(f"{type(o).__name__} {o.elem_id or ''}" for o in gc.get_objects()
+                   if isinstance(o, gr.blocks.Block))
+
+
+def test_events_keep_no_new_components(app, client):
+    """Every /refresh (+133 KB each with 1000 classes) and every upload used to leave one
+    new class box or image box in the session for good."""
+    session = str(uuid.uuid4())
+    chained, select = fn_index(app, "on_changes"), fn_index(app, "on_tile_select")
+    controls = [0.1, 0.5, 20, 0.5, "global", []]
+    cat = {"path": str(CAT), "orig_name": "cat.jpg"}
+
+    def calls(n):
+        for i in range(n):
+            client.predict(gradio_client.handle_file(str(CAT)), VOC_LABEL, i / n, 0.5, 20, 0.5,
+                           "global", [], None, api_name="/analyse")
+            client.predict((i % 10) / 10, 0.5, 20, 0.5, "global", [], ["dog", "cat", None][i % 3],
+                           api_name="/refresh")
+            client.predict(5.0, 0.5, 20, 0.5, "global", [], "dog", api_name="/refresh")  # message
+            raw_event(app, fn_index(app, "on_image"), [cat, VOC_LABEL, *controls, "dog"], session)
+            raw_event(app, chained, [*controls, "dog"], session)
+            raw_event(app, select, [*controls, "cat"], session,
+                      event_data={"index": 11, "value": ["dog", "cat"][i % 2], "selected": True})
+            raw_event(app, fn_index(app, "on_model"),          # a model that is not there
+                      ["no such model", 20, 0.5, "global", 0.1, 0.5, [], "dog"], session)
+
+    calls(2)        # each session's first answers replace a few components once
+    before = gradio_blocks()
+    calls(6)
+    grown = gradio_blocks() - before
+    assert not grown, f"components kept: {dict(grown)}"
