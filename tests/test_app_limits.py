@@ -94,9 +94,8 @@ def test_sessions_idle_past_their_lifetime_are_forgotten(quick, monkeypatch):
     for s in sessions:
         out = raw_analyse(quick, file_value(CAT), s)
         assert scores_of(out), status_of(out)
-        state = holder.session_data.get(s)     # (unless already forgotten: a slow machine)
-        if state is not None:
-            kept.append(weakref.ref(state))
+        # held while in use (unless already forgotten, on a slow machine)
+        kept += [weakref.ref(state) for state in [holder.session_data.get(s)] if state is not None]
     assert stored == sessions                  # each one's analysis was kept
 
     def forgotten():
