@@ -8,6 +8,7 @@ with an installed package), with a banner on the page saying why. See README.
 import argparse
 import logging
 import os
+import signal
 import sys
 
 # Gradio's usage statistics would try the network; this tool runs offline too.
@@ -33,7 +34,22 @@ def parse_args(argv=None):
                    help="ImageNet classifier for the 'no training' option, loaded when first picked "
                         "(default auto: resnet50 when torchvision's weights for it are cached, else "
                         "the embedded efficientnet_lite0; 'none' hides the option)")
-    return p.parse_args(argv)
+    p.add_argument("--session-ttl", type=int, default=3600, metavar="SECONDS",
+                   help="a session idle this long is forgotten: its image's analysis and the "
+                        "server's copy of its page (default 3600)")
+    args = p.parse_args(argv)
+    if args.session_ttl < 1:
+        p.error(f"--session-ttl must be a whole number of seconds >= 1, got {args.session_ttl}")
+    return args
+
+
+def stop_on_sigterm():
+    """SIGTERM (what service managers, docker stop and kill send) does what Ctrl-C does:
+    Gradio closes the server, main() returns and the exit handlers run, so the downloads
+    folder is deleted. Python's default would end the process at once and leave it behind."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def main(argv=None):
@@ -66,11 +82,19 @@ def main(argv=None):
     if choice.details:
         logging.getLogger("csra.app").warning("%s %s", choice.banner, choice.details)
 
-    from app.ui import build_demo, launch
+    from dataclasses import replace
+
+    from app.ui import LIMITS, build_demo, launch
     store = default_store(model, classifier=classifier, device=device, banner=choice.banner,
                           banner_details=choice.details)
-    demo = build_demo(store)
-    launch(demo, host=args.host, port=args.port, share=args.share)
+    stop_on_sigterm()
+    demo = None
+    try:
+        demo = build_demo(store, limits=replace(LIMITS, session_ttl_s=args.session_ttl))
+        launch(demo, host=args.host, port=args.port, share=args.share)
+    except KeyboardInterrupt:   # Ctrl-C or SIGTERM before Gradio serves, or while it starts
+        if demo is not None:
+            demo.close()
     return 0
 
 

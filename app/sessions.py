@@ -3,8 +3,9 @@ hash, so that the page's own upload call (a server function of the scores view) 
 Gradio events that follow it (control changes, model choice, downloads) see the same one.
 
 A session's analysis is dropped when the page is closed (demo.unload), when it has not been
-used for `ttl` seconds, or when more than `capacity` sessions hold one (least recently used
-first).
+used for `ttl` seconds (checked on every get and put, and by the server's housekeeping:
+app/limits.py SessionReaper, so that an idle server holds none either), or when more than
+`capacity` sessions hold one (least recently used first).
 """
 import threading
 import time
@@ -38,9 +39,19 @@ class Sessions:
             while len(self.items) > self.capacity:
                 self.items.popitem(last=False)
 
-    def drop(self, session):
+    def drop(self, session, unused_for=None):
+        """Forget the session's analysis; with unused_for (seconds), only if it has not been
+        used for that long (one the page's upload call has just made stays)."""
         with self.lock:
-            self.items.pop(session, None)
+            item = self.items.get(session)
+            if item is not None and (unused_for is None
+                                     or self.clock() - item[0] >= unused_for):
+                del self.items[session]
+
+    def sweep(self):
+        """Forget every analysis unused for ttl now, not at the next get or put."""
+        with self.lock:
+            self.expire()
 
     def expire(self):
         oldest = self.clock() - self.ttl

@@ -21,10 +21,7 @@ in an input (not an image, too many pixels, a model that cannot be loaded, a lam
 not a number) become a one-line message in the page; the app keeps serving.
 """
 import atexit
-import base64
-import binascii
 import html
-import io
 import json
 import logging
 import time
@@ -40,13 +37,14 @@ import csra.inference
 from csra import video
 
 from . import evidence as evidence_check
+from . import limits as server_limits
 from . import live, page, render
 from .exports import DownloadFolders, write_downloads
 from .inference import scores_at
 from .models import VOC, ModelUnavailable, model_info, model_info_markdown
 from .network import NetworkTurns
 from .sessions import Sessions
-from .uploads import UploadGuard
+from .uploads import PASTED, UploadGuard, data_url_image
 
 log = logging.getLogger("csra.app")
 
@@ -54,9 +52,9 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXPLORER_JS = (Path(__file__).resolve().parent / "explorer.js").read_text()
 EXAMPLES = ["cat_and_person.jpg", "cat.jpg", "astronaut.jpg", "grace_hopper.jpg",
             "camera_gray.jpg", "coffee.jpg", "rocket.jpg"]
-MAX_FILE_SIZE = "20mb"
-MAX_FILE_BYTES = 20 * 1024 * 1024
-SESSION_TTL_S = 3600
+LIMITS = server_limits.ServeLimits()   # file size, uploads, session lifetime (app/limits.py)
+MAX_FILE_BYTES = LIMITS.max_file_bytes
+MAX_FILE_SIZE = MAX_FILE_BYTES            # launch: Gradio's max_file_size, in bytes
 NETWORK_CONCURRENCY = 1   # network runs at a time (one GPU, or all CPU cores, per run)
 DRAWING_CONCURRENCY = 4   # picture requests at a time: no network, a few ms each
 THUMB_SIZE = 200          # example thumbnails (the buttons, and the preview when clicked)
@@ -224,11 +222,7 @@ def upload_source(payload, guard, session):
         return guard.path_for(payload, session, name), name
     url = payload.get("url") or ""
     if url.startswith("data:") and not payload.get("path"):
-        try:
-            data = base64.b64decode(url.partition(",")[2], validate=False)
-        except (binascii.Error, ValueError):
-            raise csra.ImageError("pasted image: not valid base64 data") from None
-        return io.BytesIO(data), "pasted image"
+        return data_url_image(url, guard.max_bytes), PASTED   # limited like an upload
     path = payload.get("path")
     if not isinstance(path, str) or not path:
         raise csra.ImageError("image: no such file")
@@ -264,8 +258,9 @@ def banner_html(text, details=""):
     return f'<div class="csra-banner" role="alert">⚠️ {html.escape(text)}{more}</div>'
 
 
-def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
-    """The page for a ModelStore (see app/models.py)."""
+def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limits=LIMITS):
+    """The page for a ModelStore (see app/models.py), with what the server keeps and for
+    how long (app/limits.py ServeLimits; launch applies them)."""
     if downloads is None:
         downloads = DownloadFolders()
         atexit.register(downloads.cleanup)
@@ -273,7 +268,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
     first_names = list(first.class_names)
     examples = example_paths() if examples is None else examples
     example_by_name = {Path(p).name: p for p in examples}
-    sessions = Sessions(ttl=SESSION_TTL_S)
+    sessions = Sessions(ttl=limits.session_ttl_s)
     # first come, first served; a live frame holds it for one network run (app/live.py)
     network = live.FairGate(NETWORK_CONCURRENCY)
     live_service = live.LiveService(store, network)
@@ -576,8 +571,10 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
         sessions.drop(request.session_hash)
 
     first_threshold = store.option(VOC).threshold
-    with gr.Blocks(title=title, delete_cache=(1800, 3600)) as demo:
-        guard = UploadGuard(examples, demo.GRADIO_CACHE, received=lambda: demo.upload_file_set)
+    with gr.Blocks(title=title,
+                   delete_cache=(limits.cache_check_s, limits.upload_max_age_s)) as demo:
+        guard = UploadGuard(examples, demo.GRADIO_CACHE, received=lambda: demo.upload_file_set,
+                            max_bytes=limits.max_file_bytes)
         if store.banner:  # e.g. why the VOC model is not served (app/weights.py)
             gr.HTML(banner_html(store.banner, store.banner_details), elem_id="csra-banner")
         gr.Markdown(
@@ -592,7 +589,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                 start = {"lam": float(first.lam), "threshold": first_threshold, "top_k": 20,
                          "model": store.label_for(VOC)}
                 upload = gr.HTML({"examples": example_thumbnails(examples),
-                                  "max_bytes": MAX_FILE_BYTES, "controls": start},
+                                  "max_bytes": limits.max_file_bytes, "controls": start},
                                  html_template=UPLOAD_TEMPLATE, js_on_load=UPLOAD_JS, head=HEAD,
                                  server_functions=[analyse_file], elem_id="csra-upload")
                 with gr.Accordion("Paste an image or use the camera", open=False):
@@ -722,12 +719,16 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer"):
                               concurrency_limit=DRAWING_CONCURRENCY, preprocess=False)
         demo.unload(forget)
     demo.csra_sessions = sessions   # for tests and benches: the analyses held
+    demo.csra_limits = limits       # launch() serves with them
     demo.csra_live = live_service   # for tests and benches: the live tab's time limit, its gate
     return demo
 
 
 def launch(demo, host="127.0.0.1", port=7860, share=False, prevent_thread_lock=False, quiet=False):
-    """Queue (one network run at a time suits one GPU) and serve with upload limits.
+    """Queue (one network run at a time suits one GPU) and serve with the page's limits
+    (demo.csra_limits, app/limits.py): Gradio's max_file_size, and through FastAPI's
+    middleware and lifespan (launch's app_kwargs) the request bodies, the upload folder's
+    total size and the sessions idle past their lifetime.
 
     run_history=False: Gradio would otherwise keep every run's inputs and outputs (here the
     heatmaps, inline) in the browser's localStorage and rewrite that list on every event,
@@ -735,6 +736,7 @@ def launch(demo, host="127.0.0.1", port=7860, share=False, prevent_thread_lock=F
     keep the user's pictures in the browser after they leave."""
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=64)
     return demo.launch(server_name=host, server_port=port, share=share,
-                       max_file_size=MAX_FILE_SIZE, state_session_capacity=256,
+                       max_file_size=demo.csra_limits.max_file_bytes, state_session_capacity=256,
                        show_error=True, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-                       css=CSS, footer_links=["api", "gradio"], run_history=False)
+                       css=CSS, footer_links=["api", "gradio"], run_history=False,
+                       app_kwargs=server_limits.server_options(demo, demo.csra_limits))

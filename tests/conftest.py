@@ -39,10 +39,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_app(classifier_weights, num_classes=20, class_names=None, banner="", banner_details=""):
+def start_app(classifier_weights, num_classes=20, class_names=None, banner="", banner_details="",
+              limits=None):
     """Serve a tiny random ResNet-18 CSRA model (VOC's 20 classes unless told otherwise); the
     ImageNet option loads resnet18 weights from classifier_weights, a file the tests create
-    when they want it to work (missing file = 'cannot load'). Counts backbone runs."""
+    when they want it to work (missing file = 'cannot load'). Counts backbone runs. limits:
+    an app.limits.ServeLimits (default: the page's own)."""
     import csra
     from app.models import default_store
     from app.ui import build_demo, launch
@@ -59,7 +61,7 @@ def start_app(classifier_weights, num_classes=20, class_names=None, banner="", b
         "resnet18", pretrained=str(classifier_weights), image_size=64, offline=True))
     if banner:
         store.banner, store.banner_details = banner, banner_details
-    demo = build_demo(store)
+    demo = build_demo(store) if limits is None else build_demo(store, limits=limits)
     port = free_port()
     launch(demo, port=port, prevent_thread_lock=True, quiet=True)
     return SimpleNamespace(demo=demo, url=f"http://127.0.0.1:{port}/", model=model, calls=calls,
