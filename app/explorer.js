@@ -11,6 +11,7 @@
              controls: {alpha: 0.5, scale: "global", picked: [], model: null}, statusViews: new Set(),
              statusProps: null, upload: null, sent: 0, status: "", kept: {}};
   const CHART_ROWS = 30;
+  const LIVE_IN_FLIGHT = 2;
   const ANALYSING = "Analysing the image…";
   const esc = (s) => String(s).replace(/[&<>"']/g,
     (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -433,6 +434,7 @@
         while (L.run === run) {
           const fresh = await nextFrame(run);
           if (L.run !== run) return;
+          if (fresh && L.seen === L.sentSeen) continue;     // the other sender took this frame
           if (!element.offsetParent || document.hidden) {   // nobody sees it: free the cores
             stop("Live camera stopped: its tab was left. Press Start camera to go on.");
             return;
@@ -440,6 +442,7 @@
           if (!fresh) { stop("⚠️ The camera sends no pictures: live camera stopped."); return; }
           const meta = L.meta;
           L.sentSeen = L.seen;
+          const seq = ++L.sentSeq;
           const t0 = meta ? (meta.captureTime ?? meta.presentationTime ?? performance.now()) : performance.now();
           const w = video.videoWidth, h = video.videoHeight;
           if (!w || !h) continue;
@@ -464,7 +467,8 @@
           if (L.run !== run) return;
           if (out.stop) { stop(`⚠️ ${out.stop}`); return; }
           if (out.error) { stop(`⚠️ Live camera stopped: ${out.error}`); return; }
-          if (out.replaced) continue;
+          if (out.replaced || seq < L.shownSeq) continue;   // a newer frame is on screen
+          L.shownSeq = seq;
           img.src = out.overlay;
           try { await img.decode(); } catch (err) { /* shown anyway */ }
           if (L.run !== run) return;
@@ -508,9 +512,14 @@
         video.srcObject = media;
         try { await video.play(); } catch (err) { if (L.run === run) stop(cameraError(err)); return; }
         say("Camera on: the first frame is on its way…");
-        L.seen = 0; L.sentSeen = -1; L.meta = null;
+        L.seen = 0; L.sentSeen = -1; L.meta = null; L.sentSeq = 0; L.shownSeq = 0;
         watchFrames(run);
-        loop(run, `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`);
+        // LIVE_IN_FLIGHT frames on their way at once: while the server runs the network on
+        // one, the next is drawn, encoded and sent, and waits at the server (which keeps at
+        // most one waiting frame a session); one at a time left the network idle between
+        // an answer and the next frame's arrival
+        const stream = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+        for (let i = 0; i < LIVE_IN_FLIGHT; i++) loop(run, stream);
       });
       stopButton.addEventListener("click", () => stop("Live camera stopped. Press Start camera to go on."));
       window.addEventListener("pagehide", () => stop());
