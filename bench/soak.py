@@ -127,11 +127,11 @@ def client_for(server):
 
 
 def analyse(client, path, lam=0.1):
-    """/analyse: image, model, lam, threshold, top_k, alpha, scale, picked; the outputs start
-    with the status line."""
+    """/analyse: image, model, lam, threshold, top_k, alpha, scale, picked, focus; the outputs
+    start with the status line."""
     import gradio_client
     return client.predict(gradio_client.handle_file(str(path)), LABEL, lam, THRESHOLD, 20, 0.5,
-                          "global", [], api_name="/analyse")
+                          "global", [], None, api_name="/analyse")
 
 
 def refresh(client, i, focus=None):
