@@ -300,8 +300,9 @@ def perturbation_curves(model, run, saliency, lam, steps=12, batch_size=8, shoul
     saliency: {key: (class index, (h, w) map)}. Returns (fractions (steps + 1,), {key:
     (deletion, insertion)}). The untouched and the fully baselined image, both curves' ends for
     every key, ran in the first pass; the steps - 1 inner points of every curve run here, in
-    batches of at most batch_size images. should_stop() is asked before every batch; True
-    raises Cancelled.
+    batches of at most batch_size images; a perturbed image that another key's curve needs
+    too (the same class and pixels: the CSRA map and Grad-CAM often rank the first pixels
+    alike) runs once. should_stop() is asked before every batch; True raises Cancelled.
     """
     rng = np.random.default_rng(0) if rng is None else rng
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
@@ -316,17 +317,28 @@ def perturbation_curves(model, run, saliency, lam, steps=12, batch_size=8, shoul
     probabilities = np.empty(len(jobs), dtype=np.float64)
     classes = np.array([saliency[keys[j]][0] for j, _, _ in jobs], dtype=np.int64)
     ranks = [torch.from_numpy(pixel_ranks(saliency[k][1], size, rng)).to(x.device) for k in keys]
+    masks, first_of, unique = [], {}, []   # unique: the jobs that run; first_of: job -> its runner
+    for n, (j, i, deleting) in enumerate(jobs):
+        mask = ranks[j] < int(counts[i])
+        key = (int(classes[n]), deleting, mask.cpu().numpy().tobytes())
+        if key not in first_of:
+            first_of[key] = len(unique)
+            unique.append(n)
+            masks.append(mask)
+        jobs[n] = (j, i, deleting, first_of[key])
+    found = np.empty(len(unique), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(jobs), int(batch_size)):
+        for start in range(0, len(unique), int(batch_size)):
             _poll(should_stop)
-            part = jobs[start:start + int(batch_size)]
-            changed = torch.stack([ranks[j] < int(counts[i]) for j, i, _ in part]).view(len(part), 1, *size)
-            deleting = torch.tensor([d for _, _, d in part], device=x.device).view(-1, 1, 1, 1)
+            part = unique[start:start + int(batch_size)]
+            changed = torch.stack(masks[start:start + len(part)]).view(len(part), 1, *size)
+            deleting = torch.tensor([jobs[n][2] for n in part], device=x.device).view(-1, 1, 1, 1)
             # deletion: the changed pixels come from the baseline; insertion: from the image
             images = torch.where(changed == deleting, baseline, x)
             scores = model.scores(forward(images)).float()
-            wanted = torch.from_numpy(classes[start:start + len(part)]).to(x.device)
-            probabilities[start:start + len(part)] = scores.gather(1, wanted[:, None])[:, 0].cpu().numpy()
+            wanted = torch.from_numpy(classes[part]).to(x.device)
+            found[start:start + len(part)] = scores.gather(1, wanted[:, None])[:, 0].cpu().numpy()
+    probabilities[:] = [found[runner] for _, _, _, runner in jobs]
     curves = {}
     for j, key in enumerate(keys):
         c, first = saliency[key][0], 2 * inner * j

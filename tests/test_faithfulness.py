@@ -158,6 +158,26 @@ def test_batches_are_small_and_should_stop_cancels_between_them(small_model):
         hook.remove()
 
 
+def test_an_image_two_curves_need_runs_once(small_model):
+    """The same class and pixels (two maps ranking alike) are one forward; another class is not."""
+    model, sizes = small_model, []
+    run = fa.first_pass(model, model.preprocessing(noise_image())[None], 0.3)
+    saliency = np.random.default_rng(5).random((7, 7)).astype(np.float32)
+    hook = model.backbone.register_forward_hook(lambda module, args, out: sizes.append(len(args[0])))
+    try:
+        _, alone = fa.perturbation_curves(model, run, {"a": (0, saliency)}, 0.3, steps=4, batch_size=16)
+        assert sizes == [6]                                   # 2 curves x 3 inner points
+        sizes.clear()
+        _, twice = fa.perturbation_curves(model, run, {"a": (0, saliency), "b": (0, saliency.copy()),
+                                                       "c": (1, saliency)}, 0.3, steps=4, batch_size=16)
+        assert sizes == [12]                                  # "b" is "a"'s images; "c" is its own
+    finally:
+        hook.remove()
+    for key in ("a", "b"):
+        np.testing.assert_allclose(twice[key], alone["a"], atol=1e-6)
+    assert not np.allclose(twice["c"][0][1:-1], twice["a"][0][1:-1])
+
+
 def test_check_map_answer_is_complete_and_serialisable(small_model):
     import json
     check = fa.check_map(small_model, noise_image(), 1, steps=3, methods=fa.METHODS)
