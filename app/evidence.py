@@ -15,7 +15,8 @@ from csra.faithfulness import Cancelled, check_map
 from .network import NetworkTurns
 from .render import line_chart_svg
 
-STEPS = 12        # points per curve minus one (the page's answer within ~1.5 s on 2 cores)
+STEPS = 10        # points per curve minus one: the fewest the page promises; about 1.5 s with the
+                  # embedded model on 2 cores (bench/faithfulness.py, check_map_10_steps_s)
 BATCH = 8         # perturbed images per forward pass: the longest wait an upload can meet
 LABELS = {"csra": "CSRA score map", "weights": "pooling weights", "gradcam": "Grad-CAM (Captum)",
           "centre": "centre Gaussian", "random": "random order"}
