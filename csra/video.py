@@ -366,6 +366,12 @@ class VideoRun:
         if self.capture is None:
             raise RuntimeError(f"{self.path}: a VideoRun runs once; make a new one")
         model = prepare_for_inference(self.model, self.device)
+        # OpenCV's own thread pool (colour conversion, resizing, encoding in the decoding and
+        # writing threads) on top of torch's threads oversubscribed a 2-core CPU: the overlay
+        # video ran at 0.71x the forward-only rate, 0.94x with one OpenCV thread
+        # (bench/predict_throughput.py). Restored when the run ends.
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
         stop = threading.Event()
         batches = queue.Queue(maxsize=QUEUE_BATCHES)
         decoder = threading.Thread(target=self._decode, args=(batches, stop), daemon=True, name="csra-decode")
@@ -417,6 +423,7 @@ class VideoRun:
             if writer is not None:
                 writer.join(timeout=10)
             decoder.join(timeout=10)
+            cv2.setNumThreads(cv_threads)
             self.capture.release()
             self.capture = None
             if tmp is not None:

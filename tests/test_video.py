@@ -336,6 +336,18 @@ def test_closing_a_video_run_early_keeps_the_overlay_of_the_frames_so_far(clip):
         next(iter(run))
 
 
+def test_a_run_uses_one_opencv_thread_and_gives_the_setting_back(clip):
+    """OpenCV's thread pool beside torch's oversubscribed 2 cores (bench/predict_throughput.py)."""
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(3)
+    try:
+        seen = [cv2.getNumThreads() for _ in video.VideoRun(clip.model, clip.path, batch_size=4,
+                                                            out_video=clip.root / "threads.mp4")]
+        assert seen == [1] * 12 and cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
+
+
 def test_library_errors_are_video_errors_of_one_line_naming_the_file(clip, bad):
     for name in ("corrupt", "zero", "zero_avi", "codec", "still"):
         path = getattr(bad, name)
