@@ -12,6 +12,8 @@
              statusProps: null, upload: null, sent: 0, status: "", kept: {}};
   const CHART_ROWS = 30;
   const LIVE_IN_FLIGHT = 2;
+  const TYPED_BOXES = "#csra-lambda input[type=number], #csra-threshold input[type=number], " +
+                      "#csra-alpha input[type=number]";
   const ANALYSING = "Analysing the image…";
   const esc = (s) => String(s).replace(/[&<>"']/g,
     (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
@@ -228,7 +230,7 @@
       if (typeof value === "string" && value !== "") view.html = value;
       paintKept(name);
     },
-    setControls(controls) {
+    setControls(controls) {   // Gradio's change event of a control, with its new value
       for (const k of ["alpha", "scale", "picked", "model"]) if (controls[k] !== undefined) S.controls[k] = controls[k];
       if (!["lam", "thr", "topk"].some((k) => controls[k] !== undefined)) return;
       for (const k of ["lam", "thr", "topk"]) if (controls[k] !== undefined) S[k] = controls[k];
@@ -527,6 +529,13 @@
     mountScores(element, trigger) {
       S.scoreViews.add(element);
       if (trigger) S.trigger = trigger;
+      if (!S.typedWatch) {  // a value typed into a slider's box (Enter or leaving it) fires no
+        S.typedWatch = true;  // Gradio release event: ask for the pictures the same way
+        document.addEventListener("change", (event) => {   // the box's own change: Enter, blur
+          if (event.target.matches && event.target.matches(TYPED_BOXES) && S.data && S.trigger)
+            setTimeout(() => S.trigger("change"), 0);   // its value is Gradio's by now (input)
+        }, true);
+      }
       if (window.ResizeObserver) {
         let w = 0;
         new ResizeObserver(() => {

@@ -197,6 +197,11 @@ CSS = """
 .csra-auc td:first-child, .csra-auc th:first-child { text-align: left; }
 .csra-auc .sw { display: inline-block; width: 12px; height: 3px; margin-right: 6px;
                 vertical-align: middle; }
+/* Grad-CAM's curves often lie on the CSRA map's (on CSRA's layer it is the clipped map):
+   dashed, so both stay visible */
+#csra-evidence polyline[data-key="gradcam"] { stroke-dasharray: 6 4; }
+#csra-evidence tr[data-method="gradcam"] .sw { height: 0; background: none !important;
+                                               border-top: 3px dashed #1f5fa8; }
 .csra-live-bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
 .csra-live-bar button { padding: 6px 14px; border-radius: 6px; border: 1px solid var(--border-color-primary);
                         background: var(--button-secondary-background-fill); color: inherit; cursor: pointer; }

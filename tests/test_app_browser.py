@@ -103,9 +103,16 @@ def test_sliders_drag_and_out_of_range_values(app, browser):
     assert page.locator("#csra-closeup img").count() == 4
     assert "cat.jpg" in page.locator("#csra-status").inner_text()
 
+    type_value(page, "csra-lambda", 0.3)            # typed: no release event, the page asks
+    page.wait_for_function(
+        "() => document.querySelector('#csra-weights').innerText.includes('λ = 0.30')",
+        timeout=60_000)
     type_value(page, "csra-lambda", 5)              # clamped, with a short message
     page.wait_for_function("() => csraExplorer.state.last.lam === 1")
     assert "λ is between 0 and 1: using 1.00" in page.locator("#csra-scores").inner_text()
+    page.wait_for_function(                         # and the server's pictures: refused
+        "() => document.querySelector('#csra-status').innerText"
+        ".includes('λ must be between 0 and 1, got 5')", timeout=60_000)
     type_value(page, "csra-threshold", 0.99)
     page.wait_for_function("() => csraExplorer.state.last.thr === 0.99")
     present = browser_numbers(page)["present"]
