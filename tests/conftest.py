@@ -19,6 +19,16 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu",
                  "--disable-sync", "--no-first-run"]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--reverse", action="store_true",
+                     help="run the tests in reverse order (every test must pass in any order)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
 @pytest.fixture(autouse=True)
 def torch_hub_follows_torch_home():
     """Fails a test that leaves torch.hub's folder changed or pinned (torch.hub.set_dir stays in force
