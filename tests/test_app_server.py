@@ -21,6 +21,7 @@ from PIL import Image
 import csra
 from app import page
 from app.models import IMAGENET
+from app.ui import BLANK
 from tests.conftest import CAT
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -87,7 +88,7 @@ def test_upload_numbers_tiles_and_lambda(app, client):
     tiles = out["heatmaps"]["tiles"]
     assert [scores["names"][int(i)] for i in tiles] == present[:page.MAX_HEATMAPS]
     assert all(max(jpeg(uri).size) <= 256 for uri in tiles.values())
-    assert "global" in out["heatmaps"]["legend"] and out["closeup"] == ""
+    assert "global" in out["heatmaps"]["legend"] and out["closeup"] == BLANK   # emptied
     # the server's rows and the browser's formula agree
     for r in rows:
         assert abs(probabilities(scores, 0.1)[r["class"]] - r["probability"]) < 1e-5
@@ -112,7 +113,9 @@ def test_upload_numbers_tiles_and_lambda(app, client):
     assert all(updated(again[k]) is None for k in ("heatmaps", "closeup", "weights"))  # nothing redrawn
 
 
-def test_one_network_run_at_a_time_and_parallel_redraws(app):
+def test_one_network_run_at_a_time_and_parallel_redraws(app, client):
+    analyse(client, CAT)          # Gradio makes a queue at the first event that uses it
+    refresh(client, focus="dog")
     queues = app.demo._queue.event_queue_per_concurrency_id
     assert queues["network"].concurrency_limit == 1       # uploads and model switches
     assert queues["drawing"].concurrency_limit == 4       # pictures, selections, downloads
