@@ -738,10 +738,15 @@ def launch(demo, host="127.0.0.1", port=7860, share=False, prevent_thread_lock=F
     run_history=False: Gradio would otherwise keep every run's inputs and outputs (here the
     heatmaps, inline) in the browser's localStorage and rewrite that list on every event,
     which cost 0.34 s of browser time at the 8th upload, growing with each one; it would also
-    keep the user's pictures in the browser after they leave."""
+    keep the user's pictures in the browser after they leave.
+
+    enable_monitoring=False: Gradio's monitoring page is on unless told otherwise, and its
+    /monitoring/summary showed anyone the page's traffic (each API's requests, success rate
+    and latency)."""
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=64)
     return demo.launch(server_name=host, server_port=port, share=share,
                        max_file_size=demo.csra_limits.max_file_bytes, state_session_capacity=256,
-                       show_error=True, prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+                       show_error=True, enable_monitoring=False,
+                       prevent_thread_lock=prevent_thread_lock, quiet=quiet,
                        css=CSS, footer_links=["api", "gradio"], run_history=False,
                        app_kwargs=server_limits.server_options(demo, demo.csra_limits))

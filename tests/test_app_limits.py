@@ -323,3 +323,11 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert list(temp.glob("csra-app-downloads-*")) == [], log.read_text()[-2000:]
     assert not Path(uploaded).exists(), "Gradio's files for the server are deleted too"
     assert code == 0, log.read_text()[-2000:]
+
+
+def test_no_monitoring_page(app):
+    """Gradio's monitoring page is on unless told otherwise: /monitoring/summary showed
+    anyone each API's request count, success rate and latency."""
+    for route in ("monitoring", "monitoring/summary", "monitoring/anything"):
+        response = httpx.get(app.url + route, timeout=60)
+        assert response.status_code == 403, (route, response.text[:200])
