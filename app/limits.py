@@ -225,6 +225,25 @@ class SessionReaper:
         return forgotten
 
 
+def forget_replaced_components(holder, session, page_ids):
+    """Forget the copies of components that Gradio keeps for nothing in one session; the
+    number forgotten. An answer that changes a component's settings (a gr.update with new
+    choices, info or visibility: the model switch's class lists) makes Gradio build a new
+    copy of that component, filed in the session under the page's id for it and also under
+    an id of its own, which nothing reads; each switch kept 2 class lists of 1,000 names
+    for the session's lifetime. page_ids: the ids of the page's own blocks (demo.blocks).
+    Reads Gradio's StateHolder like SessionReaper; nothing if Gradio changed it."""
+    try:
+        state = holder.session_data.get(session)
+        blocks = state.blocks_config.blocks if state is not None else {}
+    except AttributeError:
+        return 0
+    stale = [block_id for block_id in list(blocks) if block_id not in page_ids]
+    for block_id in stale:
+        blocks.pop(block_id, None)
+    return len(stale)
+
+
 _LIBC = None
 
 

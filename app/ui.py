@@ -514,9 +514,12 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
     def on_model(model_label, top_k_v, alpha_v, scale_v, lam_v, threshold_v, picked_v, focus_v,
                  request: gr.Request):
         """Another model: its classes, λ and threshold in the controls, the image again.
-        (The new settings of the sliders and class boxes are updates: Gradio keeps a copy of
-        each in the session, one per switch; see "Memory" below.) A model that cannot be
-        loaded, or a bad value: a message, and every output as it was."""
+        (The new class lists and threshold help are updates, which Gradio files as new
+        copies of those components; the copies the previous switch left are forgotten here,
+        so a session holds one switch's at most.) A model that cannot be loaded, or a bad
+        value: a message, and every output as it was."""
+        server_limits.forget_replaced_components(demo.state_holder, request.session_hash,
+                                                 demo.blocks)
         analysis = sessions.get(request.session_hash)
         previous = analysis.model_key if analysis is not None else VOC
         try:
@@ -549,7 +552,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
                              name=analysis.name)
         else:
             sessions.drop(request.session_hash)
-        return {**out, lam: lam_v,
+        return {**out, model_choice: option.label, lam: lam_v,
                 threshold: gr.update(value=option.threshold, info=threshold_info(model)),
                 top_k: gr.update(visible=len(names) > page.FULL_TABLE_LIMIT),
                 picked: gr.update(choices=names, value=[]),
@@ -675,7 +678,9 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
         # builds a new copy of the component and the session keeps every such copy until it
         # is forgotten; for the 1000-class box that was +133 KB a call. So every answer gives
         # such outputs (the class box, the controls, the image box) a plain value, or does
-        # not list them; outputs no event reads (status, views, tabs) may be left out.
+        # not list them; outputs no event reads (status, views, tabs) may be left out. The
+        # model switch must change the class lists: its copies are forgotten at the next
+        # switch (limits.forget_replaced_components), so one switch's are kept at most.
         # preprocess=False: the handlers check every value themselves (page.Controls.clean), so
         # a bad one (lambda = 5, NaN, a class list of 10,000 names) gets the page's one-line
         # message rather than Gradio's error

@@ -75,3 +75,42 @@ def test_events_keep_no_new_components(app, client):
     calls(6)
     grown = gradio_blocks() - before
     assert not grown, f"components kept: {dict(grown)}"
+
+
+def test_model_switches_keep_one_switch_of_copies_at_most(app, client):
+    """A model switch must change the class lists, which Gradio does by building new copies
+    of those components (1,000 names each for the ImageNet model); every switch used to
+    keep its copies for the session's lifetime: 2 class boxes, the threshold and the row
+    count, 4 components a switch. Now the next switch forgets the previous one's."""
+    import csra
+    from tests.test_app_server import IMAGENET_LABEL, _classifier_state
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    torch.save(_classifier_state(csra.from_classifier("resnet18", pretrained=False)),
+               app.classifier_weights)
+
+    def switches(n):
+        for i in range(n):
+            for label in (IMAGENET_LABEL, VOC_LABEL):
+                out = client.predict(label, 20, 0.5, "global", 0.1, 0.5, [], None,
+                                     api_name="/choose_model")
+                assert out[0] == label, out[7]          # the model shown is the one chosen
+
+    switches(1)
+    before = gradio_blocks()
+    switches(5)
+    grown = gradio_blocks() - before
+    assert not grown, f"components kept: {dict(grown)}"
+
+
+def test_forgetting_copies_needs_gradios_session_store():
+    """If a Gradio release renames its session store, nothing is touched (and nothing fails)."""
+    from types import SimpleNamespace
+
+    from app.limits import forget_replaced_components
+    blocks = {1: "page's", 7: "copy"}
+    holder = SimpleNamespace(session_data={"s": SimpleNamespace(
+        blocks_config=SimpleNamespace(blocks=blocks))})
+    assert forget_replaced_components(holder, "s", {1: None}) == 1 and blocks == {1: "page's"}
+    assert forget_replaced_components(holder, "other", {1: None}) == 0
+    assert forget_replaced_components(SimpleNamespace(), "s", {1: None}) == 0
