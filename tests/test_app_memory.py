@@ -114,3 +114,11 @@ def test_forgetting_copies_needs_gradios_session_store():
     assert forget_replaced_components(holder, "s", {1: None}) == 1 and blocks == {1: "page's"}
     assert forget_replaced_components(holder, "other", {1: None}) == 0
     assert forget_replaced_components(SimpleNamespace(), "s", {1: None}) == 0
+
+
+def test_gradio_keeps_one_event_record(app, client):
+    """Gradio kept a record of each of the last 10,000 events for its monitoring page, and
+    after every event built a pandas table of them all; the page keeps one."""
+    for i in range(5):
+        client.predict(i / 5, 0.5, 20, 0.5, "global", [], None, api_name="/refresh")
+    assert len(app.demo._queue.event_analytics) <= 1
