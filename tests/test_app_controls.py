@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import CAT
-from tests.test_app_memory import fn_index, raw_event
+from tests.app_api import fn_index, raw_event
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 VOC_LABEL = "VOC model (20 classes)"

@@ -25,10 +25,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import CAT, ROOT, free_port, start_app
-from tests.test_app_uploads import file_value, raw_analyse, raw_upload, scores_of, status_of
+from tests.app_api import (ANALYSE_INPUTS, file_value, fn_index, raw_analyse, raw_upload,
+                           scores_of, status_of)
 
 MB = 2 ** 20
-ANALYSE_INPUTS = ["VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", []]   # after the image
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 
@@ -58,10 +58,6 @@ def noise_png(path, megabytes, seed):
 
 def data_url(raw, kind="image/png"):
     return f"data:{kind};base64," + base64.b64encode(raw).decode()
-
-
-def analyse_index(app):
-    return next(i for i, f in app.demo.fns.items() if f.api_name == "analyse")
 
 
 def one_line(text):
@@ -179,7 +175,7 @@ def test_request_bodies_over_the_limit_get_413(small, tmp_path):
                          files=[("files", (p.name, p.read_bytes(), "image/png")) for p in files])
         assert many.status_code == 413, many.text[:200]
         join = {"data": [{"url": "data:image/png;base64," + "A" * limit}, *ANALYSE_INPUTS],
-                "fn_index": analyse_index(small), "session_hash": "big-json"}
+                "fn_index": fn_index(small, api_name="analyse"), "session_hash": "big-json"}
         big_json = http.post("gradio_api/queue/join", json=join)
         assert big_json.status_code == 413, big_json.text[:200]
 
@@ -200,7 +196,7 @@ def test_the_page_limits_request_bodies_like_uploads(app):
     big = "A" * (34 * MB)
     with httpx.Client(base_url=app.url, timeout=120) as http:
         join = {"data": [{"url": "data:image/png;base64," + big}, *ANALYSE_INPUTS],
-                "fn_index": analyse_index(app), "session_hash": "json-34mb"}
+                "fn_index": fn_index(app, api_name="analyse"), "session_hash": "json-34mb"}
         assert http.post("gradio_api/queue/join", json=join).status_code == 413
         two = [("files", (f"f{i}.png", bytes([i]) * (15 * MB), "image/png")) for i in range(2)]
         assert http.post("gradio_api/upload", files=two).status_code == 413

@@ -4,40 +4,17 @@ session (issue 19). Gradio builds a new copy of a component for every answer tha
 copies of components that events read; app/ui.py gives those plain values. Memory itself is
 measured by bench/soak.py (RSS); this test counts Gradio's live components."""
 import gc
-import json
 import uuid
 from collections import Counter
 
 import httpx
 import pytest
 
+from tests.app_api import VOC_LABEL, fn_index, raw_event
 from tests.conftest import CAT
 
 gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
-VOC_LABEL = "VOC model (20 classes)"
-
-
-def fn_index(app, fn):
-    """The index of the event whose handler is named fn (the private events have no name)."""
-    return next(i for i, f in app.demo.fns.items() if getattr(f.fn, "__name__", None) == fn)
-
-
-def raw_event(app, index, data, session, event_data=None):
-    """queue/join for event `index` in this session; its output list (raises on an error)."""
-    body = {"data": data, "fn_index": index, "session_hash": session}
-    if event_data is not None:
-        body["event_data"] = event_data
-    httpx.post(app.url + "gradio_api/queue/join", timeout=60, content=json.dumps(body),  # NaN too
-               headers={"content-type": "application/json"}).raise_for_status()
-    with httpx.stream("GET", app.url + f"gradio_api/queue/data?session_hash={session}",
-                      timeout=120) as events:
-        for line in events.iter_lines():
-            message = json.loads(line[5:]) if line.startswith("data:") else {}
-            if message.get("msg") == "process_completed":
-                assert message["success"], message
-                return message["output"]["data"]
-    raise AssertionError("the event stream ended without a result")
 
 
 def gradio_blocks():

@@ -22,6 +22,7 @@ import csra
 from app import page
 from app.models import IMAGENET
 from app.ui import BLANK
+from tests.app_api import call_api
 from tests.conftest import CAT
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -151,22 +152,12 @@ def test_picked_list_is_deduplicated_and_capped(app, client):
     assert_serving(client)
 
 
-def call_raw(app, api_name, data):
-    """POST through Gradio's HTTP API with a body json.dumps writes as-is (NaN included)."""
-    with httpx.Client(base_url=app.url, timeout=60) as http:
-        body = json.dumps({"data": data})
-        event = http.post(f"gradio_api/call/{api_name}", content=body,
-                          headers={"content-type": "application/json"}).json()["event_id"]
-        text = http.get(f"gradio_api/call/{api_name}/{event}").text
-    return text
-
-
 @pytest.mark.parametrize("lam, threshold", [(float("nan"), 0.5), (0.1, float("nan")),
                                             (5.0, 0.5), (0.1, -1.0), (float("inf"), 0.5)])
 def test_bad_lambda_or_threshold_gets_a_message_not_a_traceback(app, lam, threshold):
     with httpx.Client(base_url=app.url, timeout=60) as http:
         uploaded = http.post("gradio_api/upload", files={"files": ("cat.jpg", CAT.read_bytes())}).json()[0]
-    text = call_raw(app, "analyse", [{"path": uploaded, "orig_name": "cat.jpg",
+    text = call_api(app, "analyse", [{"path": uploaded, "orig_name": "cat.jpg",
                                        "meta": {"_type": "gradio.FileData"}},
                                       VOC_LABEL, lam, threshold, 20, 0.5, "global", [], None])
     assert "event: complete" in text, text[:500]

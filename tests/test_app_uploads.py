@@ -1,18 +1,18 @@
 """The page opens only the examples and the session's own uploads (app/uploads.py): a raw API
 call cannot make the server read any other file, and the answer never tells whether a file
 exists. Unit tests of the guard, then the running app through raw queue/join requests."""
-import json
 import os
 import shutil
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
 import csra
 from app.uploads import UploadGuard
+from tests.app_api import (file_value, raw_analyse, raw_analyse_file, raw_upload, scores_of,
+                           status_of)
 from tests.conftest import CAT, ROOT
 
 COFFEE = ROOT / "assets" / "coffee.jpg"
@@ -94,47 +94,6 @@ def test_another_sessions_upload_is_refused_until_uploaded_again(cache):
 
 # --- the running app, through raw Gradio API requests ---------------------------------------
 
-def raw_analyse(app, value, session):
-    """queue/join for the analysis event with this image value; the event's output list, or
-    Gradio's own error text where Gradio refused the value before our handler."""
-    fn = next(i for i, f in app.demo.fns.items() if f.api_name == "analyse")
-    data = [value, "VOC model (20 classes)", 0.1, 0.5, 20, 0.5, "global", [], None]
-    r = httpx.post(app.url + "gradio_api/queue/join", timeout=60,
-                   json={"data": data, "fn_index": fn, "session_hash": session})
-    r.raise_for_status()
-    with httpx.stream("GET", app.url + f"gradio_api/queue/data?session_hash={session}",
-                      timeout=120) as events:
-        for line in events.iter_lines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if message.get("msg") == "process_completed":
-                    output = message["output"]
-                    return output["data"] if message["success"] else output["error"]
-    raise AssertionError("the event stream ended without a result")
-
-
-def raw_upload(app, path):
-    with open(path, "rb") as f:
-        r = httpx.post(app.url + "gradio_api/upload", timeout=60,
-                       files={"files": (Path(path).name, f, "image/jpeg")})
-    r.raise_for_status()
-    return r.json()[0]
-
-
-def status_of(output):
-    return output[0]
-
-
-def scores_of(output):
-    return output[1]
-
-
-def file_value(path, name=None, marked=False):
-    """A file payload; without Gradio's file marker (the hole: Gradio checks marked ones)."""
-    value = {"path": str(path), "orig_name": name or Path(path).name}
-    return {**value, "meta": {"_type": "gradio.FileData"}} if marked else value
-
-
 def test_raw_api_reads_only_the_sessions_own_uploads(app, tmp_path):
     outside = tmp_path / "private.jpg"
     shutil.copy(COFFEE, outside)
@@ -169,18 +128,6 @@ def test_raw_api_reads_only_the_sessions_own_uploads(app, tmp_path):
     # the examples stay open to everyone
     example = raw_analyse(app, file_value(CAT), "attacker")
     assert scores_of(example) and "cat.jpg" in status_of(example)
-
-
-def raw_analyse_file(app, data, session):
-    """The page's own upload call (the scores view's server function), as a raw request."""
-    upload_view = next(b for b in app.demo.blocks.values()
-                       if getattr(b, "elem_id", None) == "csra-upload")
-    r = httpx.post(app.url + "gradio_api/component_server", timeout=120,
-                   json={"data": {"lam": 0.1, "threshold": 0.5, **data, "session": session},
-                         "component_id": upload_view._id,
-                         "fn_name": "analyse_file", "session_hash": session})
-    r.raise_for_status()
-    return json.loads(r.json())
 
 
 def test_the_pages_own_upload_call_is_guarded_the_same_way(app, tmp_path):
