@@ -523,25 +523,31 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
                                                  demo.blocks)
         analysis = sessions.get(request.session_hash)
         previous = analysis.model_key if analysis is not None else VOC
-        try:
-            key = page.model_key(store, model_label)
-            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
-                              focus_v).clean()
-            model = store.get(key)
-        except (page.BadControl, ModelUnavailable) as err:
-            text = (str(err) if isinstance(err, page.BadControl)
-                    else f"{err} — staying with the model that was loaded")
-            try:
-                c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
-                                  focus_v).clean()
-                view = page.first_view(analysis, c) if analysis is not None else page.PageView()
-            except page.BadControl:
-                c, view = page.Controls().clean(), page.PageView()
+
+        def stay(text, c=None):
+            """The message; the model, the controls (c, else their defaults: one was bad)
+            and the scores as they were."""
+            view = (page.first_view(analysis, c) if analysis is not None and c is not None
+                    else page.PageView())
+            c = c or page.Controls().clean()
             return {model_choice: store.label_for(previous), lam: c.lam, threshold: c.threshold,
                     top_k: c.top_k, picked: list(c.picked), focus: c.focus,
                     info: model_info_markdown(store.get(previous), store.device),
                     status: problem(text), scores: view.scores, heatmaps: None, closeup: None,
                     weights: None}
+
+        try:
+            c = page.Controls(lam_v, threshold_v, top_k_v, alpha_v, scale_v, picked_v,
+                              focus_v).clean()
+        except page.BadControl as err:
+            return stay(str(err))
+        try:
+            key = page.model_key(store, model_label)
+            model = store.get(key)
+        except page.BadControl as err:
+            return stay(str(err), c)
+        except ModelUnavailable as err:
+            return stay(f"{err} — staying with the model that was loaded", c)
         option = store.option(key)
         names = list(model.class_names)
         lam_v = float(model.lam)
