@@ -317,7 +317,9 @@ def perturbation_curves(model, run, saliency, lam, steps=12, batch_size=8, shoul
     probabilities = np.empty(len(jobs), dtype=np.float64)
     classes = np.array([saliency[keys[j]][0] for j, _, _ in jobs], dtype=np.int64)
     ranks = [torch.from_numpy(pixel_ranks(saliency[k][1], size, rng)).to(x.device) for k in keys]
-    masks, first_of, unique = [], {}, []   # unique: the jobs that run; first_of: job -> its runner
+    # identical perturbed images run once: unique lists the jobs that run, runner_of gives
+    # each job the index of the one that runs for it
+    masks, first_of, unique, runner_of = [], {}, [], []
     for n, (j, i, deleting) in enumerate(jobs):
         mask = ranks[j] < int(counts[i])
         key = (int(classes[n]), deleting, mask.cpu().numpy().tobytes())
@@ -325,7 +327,7 @@ def perturbation_curves(model, run, saliency, lam, steps=12, batch_size=8, shoul
             first_of[key] = len(unique)
             unique.append(n)
             masks.append(mask)
-        jobs[n] = (j, i, deleting, first_of[key])
+        runner_of.append(first_of[key])
     found = np.empty(len(unique), dtype=np.float64)
     with torch.inference_mode():
         for start in range(0, len(unique), int(batch_size)):
@@ -338,7 +340,7 @@ def perturbation_curves(model, run, saliency, lam, steps=12, batch_size=8, shoul
             scores = model.scores(forward(images)).float()
             wanted = torch.from_numpy(classes[part]).to(x.device)
             found[start:start + len(part)] = scores.gather(1, wanted[:, None])[:, 0].cpu().numpy()
-    probabilities[:] = [found[runner] for _, _, _, runner in jobs]
+    probabilities[:] = found[runner_of]
     curves = {}
     for j, key in enumerate(keys):
         c, first = saliency[key][0], 2 * inner * j
