@@ -7,7 +7,6 @@ import gc
 import uuid
 from collections import Counter
 
-import httpx
 import pytest
 
 from tests.app_api import VOC_LABEL, fn_index, raw_event
