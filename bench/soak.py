@@ -8,7 +8,7 @@ Each phase starts its own server: `python app.py --classifier none --session-ttl
 127.0.0.1, offline (CSRA_OFFLINE=1) in an empty folder, so it serves the embedded
 EfficientNet-Lite0 ImageNet classifier + CSRA (1000 classes), exactly as `python app.py`
 does on a machine with no VOC weights. The server's resident memory (VmRSS of its process)
-is read between requests; gradio_client and httpx drive it:
+is read between requests; plain HTTP requests (httpx) drive it, as the page's API:
 
   refresh   one session: one upload, then --refreshes /refresh calls (lambda, threshold,
             colour scale and close-up class varied). Goal: less than 20 MB added.
@@ -33,6 +33,7 @@ Small numbers check that it runs, e.g. --refreshes 100 --rounds 2 --uploads 3 --
 --sessions 10 --session-ttl 5; the goals are meant for the defaults.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -120,18 +121,60 @@ class Server:
         self.log.close()
 
 
+class RawClient:
+    """The page's API over plain HTTP (httpx), one session at a time (session_hash): what
+    gradio_client sends, at a fraction of its CPU (it took a whole core of the two and slowed
+    the rounds). predict() uploads a file argument first, joins Gradio's queue and reads the
+    session's event stream to the answer; an error raises RuntimeError."""
+
+    def __init__(self, url):
+        import httpx
+        self.http = httpx.Client(base_url=url, timeout=600)
+        config = self.http.get("config").json()
+        self.fn_index = {d["api_name"]: d["id"] for d in config["dependencies"]
+                         if d.get("api_name")}
+        self.session_hash = str(uuid.uuid4())
+
+    def upload(self, value):
+        with open(value["path"], "rb") as f:
+            r = self.http.post("gradio_api/upload",
+                               files={"files": (value["orig_name"], f, "application/octet-stream")})
+        r.raise_for_status()
+        return {**value, "path": r.json()[0]}
+
+    def predict(self, *data, api_name):
+        data = [self.upload(v) if isinstance(v, dict) and v.get("meta", {}).get("_type")
+                == "gradio.FileData" else v for v in data]
+        body = {"data": data, "fn_index": self.fn_index[api_name.strip("/")],
+                "session_hash": self.session_hash}
+        event = self.http.post("gradio_api/queue/join", json=body)
+        event.raise_for_status()
+        event_id = event.json()["event_id"]
+        with self.http.stream("GET", f"gradio_api/queue/data?session_hash={self.session_hash}") as r:
+            for line in r.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed" and message.get("event_id") == event_id:
+                    if not message.get("success"):
+                        raise RuntimeError(str(message.get("output"))[:200])
+                    return message["output"]["data"]
+        raise RuntimeError(f"{api_name}: the event stream ended without an answer")
+
+    def close(self):
+        self.http.close()
+
+
 def client_for(server):
-    import gradio_client
-    return gradio_client.Client(server.url, verbose=False, analytics_enabled=False,
-                                download_files=False)
+    return RawClient(server.url)
 
 
 def analyse(client, path, lam=0.1):
     """/analyse: image, model, lam, threshold, top_k, alpha, scale, picked, focus; the outputs
     start with the status line."""
-    import gradio_client
-    return client.predict(gradio_client.handle_file(str(path)), LABEL, lam, THRESHOLD, 20, 0.5,
-                          "global", [], None, api_name="/analyse")
+    image = {"path": str(path), "meta": {"_type": "gradio.FileData"}, "orig_name": Path(path).name}
+    return client.predict(image, LABEL, lam, THRESHOLD, 20, 0.5, "global", [], None,
+                          api_name="/analyse")
 
 
 def refresh(client, i, focus=None):
