@@ -15,7 +15,8 @@ What they leave open:
   age, and our Sessions store lets an expired analysis go only when someone next asks it
   for one. SessionReaper forgets a session idle for the session lifetime, in both, then
   hands the freed memory back to the system (glibc malloc_trim, also run on its own every
-  housekeeping interval).
+  housekeeping interval). Gradio's queue also keeps a set for every session that ever
+  sent an event, for good: forget_queue_entries drops those of forgotten sessions.
 The periodic jobs run in the server's lifespan (housekeeping), passed to Gradio with
 launch(app_kwargs=...), a documented FastAPI parameter.
 """
@@ -244,6 +245,32 @@ def forget_replaced_components(holder, session, page_ids):
     return len(stale)
 
 
+
+def forget_queue_entries(queue, live_sessions):
+    """Gradio's queue keeps two entries for each session that ever sent an event: its
+    message queue (for the last 2,000 sessions) and the set of its pending event ids (for
+    every session, for good: a client that sends each request under a new session hash
+    grew it without end). Forget those of sessions no longer live (not in live_sessions:
+    Gradio's sessions, after the reaper) with nothing pending or unread. Must run on the event
+    loop, where Gradio reads them. The number of sessions forgotten; nothing if Gradio
+    renamed them."""
+    try:
+        pending, messages = queue.pending_event_ids_session, queue.pending_messages_per_session
+    except AttributeError:
+        return 0
+    def unread(s):
+        return s in messages and not messages[s].empty()
+
+    gone = {s for s, ids in list(pending.items())
+            if not ids and s not in live_sessions and not unread(s)}
+    gone |= {s for s in list(messages) if s not in live_sessions and s not in pending
+             and not unread(s)}
+    for s in gone:
+        pending.pop(s, None)
+        messages.pop(s, None)
+    return len(gone)
+
+
 _LIBC = None
 
 
@@ -260,17 +287,22 @@ def trim_memory():
         _LIBC.malloc_trim(0)
 
 
-def housekeeping(every_s, jobs):
-    """A FastAPI lifespan that runs each job(app) in a worker thread every every_s seconds
-    while the server runs (Gradio wraps it with its own, app_kwargs={"lifespan": ...})."""
+def housekeeping(every_s, jobs, loop_jobs=()):
+    """A FastAPI lifespan that runs each job(app) in a worker thread, then each of
+    loop_jobs(app) on the event loop (quick ones, on what only the loop may touch), every
+    every_s seconds while the server runs (Gradio wraps it with its own,
+    app_kwargs={"lifespan": ...})."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
         async def loop():
             while True:
                 await asyncio.sleep(every_s)
-                for job in jobs:
+                for job in [*jobs, *loop_jobs]:
                     try:
-                        await anyio.to_thread.run_sync(job, app)
+                        if job in loop_jobs:
+                            job(app)
+                        else:
+                            await anyio.to_thread.run_sync(job, app)
                     except Exception:  # noqa: BLE001 - housekeeping must never stop serving
                         log.exception("housekeeping job failed")
 
@@ -287,7 +319,7 @@ def housekeeping(every_s, jobs):
 def server_options(demo, limits):
     """launch()'s app_kwargs for a page: the body limit (with the upload budget after each
     upload) as FastAPI middleware; in its lifespan, every housekeeping_s, the session reaper,
-    the budget, and malloc_trim (the handlers run in many worker threads, each with its own
+    the budget, Gradio's queue entries of forgotten sessions, and malloc_trim (the handlers run in many worker threads, each with its own
     malloc arena: freed memory there stays counted in the process's RSS until trimmed)."""
     from starlette.middleware import Middleware
 
@@ -300,5 +332,7 @@ def server_options(demo, limits):
         "lifespan": housekeeping(limits.housekeeping_s,
                                  [lambda app: reaper.reap(app.state_holder),
                                   lambda app: budget.prune(),
-                                  lambda app: trim_memory()]),
+                                  lambda app: trim_memory()],
+                                 [lambda app: forget_queue_entries(
+                                     app.get_blocks()._queue, app.state_holder.session_data)]),
     }

@@ -97,6 +97,9 @@ def test_sessions_idle_past_their_lifetime_are_forgotten(quick, monkeypatch):
     def forgotten():
         return not any(s in holder.session_data or s in analyses.items for s in sessions)
     assert wait_for(forgotten), "sessions idle past their lifetime are still held"
+    queue = quick.demo._queue          # and Gradio's queue entries for them (kept for good)
+    assert wait_for(lambda: not any(s in queue.pending_event_ids_session
+                                    or s in queue.pending_messages_per_session for s in sessions))
     gc.collect()
     assert all(ref() is None for ref in kept)         # nothing else holds Gradio's copies
     again = raw_analyse(quick, file_value(CAT), sessions[0])    # a late return just works
@@ -327,3 +330,21 @@ def test_no_monitoring_page(app):
     for route in ("monitoring", "monitoring/summary", "monitoring/anything"):
         response = httpx.get(app.url + route, timeout=60)
         assert response.status_code == 403, (route, response.text[:200])
+
+
+def test_queue_entries_go_only_for_gone_sessions_with_nothing_pending():
+    import asyncio
+    from collections import OrderedDict
+
+    from app.limits import forget_queue_entries
+    waiting = asyncio.Queue()
+    waiting.put_nowait("a message not yet read")
+    queue = SimpleNamespace(
+        pending_event_ids_session={"gone": set(), "live": set(), "busy": {"event-1"},
+                                   "unread": set()},
+        pending_messages_per_session=OrderedDict(gone=asyncio.Queue(), live=asyncio.Queue(),
+                                                 busy=asyncio.Queue(), unread=waiting))
+    assert forget_queue_entries(queue, live_sessions={"live": object()}) == 1
+    assert set(queue.pending_event_ids_session) == {"live", "busy", "unread"}
+    assert set(queue.pending_messages_per_session) == {"live", "busy", "unread"}
+    assert forget_queue_entries(SimpleNamespace(), live_sessions={}) == 0   # Gradio renamed them
