@@ -100,7 +100,7 @@ def run_app(args, cwd, env_extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSRA_")}
     env.update(env_extra, PYTHONPATH=str(ROOT))
     return subprocess.run([sys.executable, str(ROOT / "app.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=900)
 
 
 def free_port():

@@ -192,7 +192,7 @@ def test_bad_weights_file_is_a_one_line_error_with_exit_2(tiny):
     bad = tiny.root / "not-a-checkpoint.pth"
     bad.write_bytes(b"\x00garbage" * 10)
     proc = subprocess.run([sys.executable, "-m", "csra.predict", str(tiny.good_only), "--weights", str(bad)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0]
