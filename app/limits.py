@@ -245,19 +245,19 @@ def forget_replaced_components(holder, session, page_ids):
     return len(stale)
 
 
-
 def forget_queue_entries(queue, live_sessions):
     """Gradio's queue keeps two entries for each session that ever sent an event: its
     message queue (for the last 2,000 sessions) and the set of its pending event ids (for
     every session, for good: a client that sends each request under a new session hash
     grew it without end). Forget those of sessions no longer live (not in live_sessions:
-    Gradio's sessions, after the reaper) with nothing pending or unread. Must run on the event
-    loop, where Gradio reads them. The number of sessions forgotten; nothing if Gradio
-    renamed them."""
+    Gradio's sessions, after the reaper) with nothing pending or unread. Must run on the
+    event loop, where Gradio reads them. The number of sessions forgotten; nothing if
+    Gradio renamed them."""
     try:
         pending, messages = queue.pending_event_ids_session, queue.pending_messages_per_session
     except AttributeError:
         return 0
+
     def unread(s):
         return s in messages and not messages[s].empty()
 
@@ -319,8 +319,9 @@ def housekeeping(every_s, jobs, loop_jobs=()):
 def server_options(demo, limits):
     """launch()'s app_kwargs for a page: the body limit (with the upload budget after each
     upload) as FastAPI middleware; in its lifespan, every housekeeping_s, the session reaper,
-    the budget, Gradio's queue entries of forgotten sessions, and malloc_trim (the handlers run in many worker threads, each with its own
-    malloc arena: freed memory there stays counted in the process's RSS until trimmed)."""
+    the budget, Gradio's queue entries of forgotten sessions, and malloc_trim (the handlers
+    run in many worker threads, each with its own malloc arena: freed memory there stays
+    counted in the process's RSS until trimmed)."""
     from starlette.middleware import Middleware
 
     budget = UploadBudget(demo.GRADIO_CACHE, lambda: demo.upload_file_set,

@@ -757,7 +757,7 @@ def launch(demo, host="127.0.0.1", port=7860, share=False, prevent_thread_lock=F
     and latency)."""
     # Gradio also records each event for that page and after each one builds a pandas table
     # of the last 10,000 records; that churn stayed in the memory that forgotten sessions
-    # did not give back (half of it, bench/soak.py). One record is kept.
+    # did not give back (about half of it, bench/soak.py). One record is kept.
     os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1")
     demo.queue(default_concurrency_limit=NETWORK_CONCURRENCY, max_size=64)
     return demo.launch(server_name=host, server_port=port, share=share,
