@@ -78,6 +78,26 @@ def start_app(classifier_weights, num_classes=20, class_names=None, banner="", b
                            store=store, classifier_weights=Path(classifier_weights))
 
 
+IMAGENET_LABEL = "ImageNet classifier + CSRA, no training (resnet18, 1000 classes)"
+
+
+def write_classifier_weights(path, seed=3):
+    """A random torchvision resnet18 state dict at path: what start_app's ImageNet option
+    loads (until this file exists, that option 'cannot load')."""
+    import torchvision
+
+    import csra
+    torch.manual_seed(seed)
+    wrapped = csra.from_classifier("resnet18", pretrained=False)
+    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    state = {f"{name}.{k}": v for i, name in enumerate(names)
+             for k, v in wrapped.backbone[i].state_dict().items()}
+    state["fc.weight"] = wrapped.head.classifiers[0].weight.detach()[:, :, 0, 0]
+    state["fc.bias"] = wrapped.head.bias.detach()
+    assert set(state) == set(torchvision.models.resnet18(weights=None).state_dict())
+    torch.save(state, path)
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and a busy CPU cannot stall them."""

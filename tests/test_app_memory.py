@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.app_api import VOC_LABEL, fn_index, raw_event
-from tests.conftest import CAT
+from tests.conftest import CAT, IMAGENET_LABEL, write_classifier_weights
 
 gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
@@ -58,12 +58,7 @@ def test_model_switches_keep_one_switch_of_copies_at_most(app, client):
     of those components (1,000 names each for the ImageNet model); every switch used to
     keep its copies for the session's lifetime: 2 class boxes, the threshold and the row
     count, 4 components a switch. Now the next switch forgets the previous one's."""
-    import csra
-    from tests.test_app_server import IMAGENET_LABEL, _classifier_state
-    torch = pytest.importorskip("torch")
-    torch.manual_seed(3)
-    torch.save(_classifier_state(csra.from_classifier("resnet18", pretrained=False)),
-               app.classifier_weights)
+    write_classifier_weights(app.classifier_weights)
 
     def switches(n):
         for i in range(n):

@@ -23,7 +23,7 @@ from app import page
 from app.models import IMAGENET
 from app.ui import BLANK
 from tests.app_api import call_api
-from tests.conftest import CAT
+from tests.conftest import CAT, IMAGENET_LABEL, write_classifier_weights
 
 gradio_client = pytest.importorskip("gradio_client")
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # pandas 3 notices in Gradio
@@ -281,7 +281,6 @@ def test_oversize_upload_is_refused_and_the_app_keeps_serving(app, client, files
     assert_serving(client)
 
 
-IMAGENET_LABEL = "ImageNet classifier + CSRA, no training (resnet18, 1000 classes)"
 MODEL_OUTPUTS = ["model", "lam", "threshold", "top_k", "picked", "focus", "info", "status", "scores",
                  "heatmaps", "closeup", "weights"]
 
@@ -299,9 +298,7 @@ def test_model_choice_imagenet_classifier(app, client):
     assert app.store.option(IMAGENET).model is None                    # no weights file yet
     assert_serving(client)
 
-    torch.manual_seed(3)
-    torch.save(_classifier_state(csra.from_classifier("resnet18", pretrained=False)),
-               app.classifier_weights)
+    write_classifier_weights(app.classifier_weights)
     before = app.calls["backbone"]
     out = choose_model(client, IMAGENET_LABEL)
     assert app.store.option(IMAGENET).model is not None and app.calls["backbone"] == before
@@ -314,21 +311,6 @@ def test_model_choice_imagenet_classifier(app, client):
     assert len(out["heatmaps"]["tiles"]) == len(present)               # may be none at random weights
     out = choose_model(client, VOC_LABEL)
     assert len(out["scores"]["rows"]) == 20 and "sigmoid" in out["status"]
-
-
-def _classifier_state(wrapped):
-    """A torchvision resnet18 state dict from the wrapped model's trunk and head."""
-    import torchvision
-    net = torchvision.models.resnet18(weights=None)
-    names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-    state = {}
-    for i, name in enumerate(names):
-        for k, v in wrapped.backbone[i].state_dict().items():
-            state[f"{name}.{k}"] = v
-    state["fc.weight"] = wrapped.head.classifiers[0].weight.detach()[:, :, 0, 0]
-    state["fc.bias"] = wrapped.head.bias.detach()
-    assert set(state) == set(net.state_dict())
-    return state
 
 
 def test_downloads(client):
