@@ -208,7 +208,10 @@
     },
     setData(value, tiles) {   // new numbers (and, from the page's own upload, their first tiles)
       stale(false);
-      const d = value && typeof value === "object" ? value : null;
+      // a Gradio event sends the numbers as JSON text (app/ui.py scores_text); the upload
+      // call's answer holds them already parsed
+      const d = typeof value === "string" && value ? JSON.parse(value)
+        : value && typeof value === "object" ? value : null;
       if (d && S.data && d.image !== S.data.image) { S.tiles = {}; S.tileKey = null; }
       S.data = d;
       if (!d) { S.tiles = {}; S.tileKey = null; S.legend = ""; }

@@ -316,6 +316,13 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
         return {status: view.status, heatmaps: view.heatmaps, closeup: view.closeup,
                 weights: view.weights, focus: view.focus if view.focus is not None else focus_v}
 
+    def scores_text(view):
+        """The scores view's value: its numbers as one JSON text (or None). Gradio keeps each
+        session's last value of every output; as a dict, 1000 classes' rows were some 8,000
+        small Python objects a session, spread over the allocator's arenas, which then could
+        not be given back when the session was forgotten. One text is one block."""
+        return None if view.scores is None else json.dumps(view.scores, separators=(",", ":"))
+
     def run_upload(payload, model_key, c, session, name=None, focus_v=None):
         """{component: value} for an image from Gradio's image box or the API."""
         try:
@@ -324,7 +331,8 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
             start = time.perf_counter()
             analysis, view = analyse_payload(payload, model_key, c, session, name)
             view.scores["handler_ms"] = round(1000 * (time.perf_counter() - start), 1)
-            return {**shown_view(view, focus_v), scores: view.scores, closeup: BLANK, weights: BLANK}
+            return {**shown_view(view, focus_v), scores: scores_text(view), closeup: BLANK,
+                    weights: BLANK}
         except (csra.ImageError, ModelUnavailable, page.BadControl) as err:
             return {**cleared(), status: problem(err), focus: focus_v}
         except Exception as err:  # never let one request take the page down
@@ -390,7 +398,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
             try:   # the same file again (the image box may report one upload twice): no rerun
                 view = page.first_view(analysis, c.clean())
                 view.status = analysis.sent.get("status", view.status)
-                return {**shown_view(view, focus_v), scores: view.scores}
+                return {**shown_view(view, focus_v), scores: scores_text(view)}
             except page.BadControl as err:
                 return {**cleared(), status: problem(err), focus: focus_v}
         return run_upload(payload, key, c, request.session_hash, focus_v=focus_v)
@@ -533,7 +541,7 @@ def build_demo(store, examples=None, downloads=None, title="CSRA explorer", limi
             return {model_choice: store.label_for(previous), lam: c.lam, threshold: c.threshold,
                     top_k: c.top_k, picked: list(c.picked), focus: c.focus,
                     info: model_info_markdown(store.get(previous), store.device),
-                    status: problem(text), scores: view.scores, heatmaps: None, closeup: None,
+                    status: problem(text), scores: scores_text(view), heatmaps: None, closeup: None,
                     weights: None}
 
         try:

@@ -93,4 +93,5 @@ def status_of(output):
 
 
 def scores_of(output):
-    return output[1]
+    """The numbers in an analysis's answer (the scores view's value: JSON text), or None."""
+    return json.loads(output[1]) if output[1] else None

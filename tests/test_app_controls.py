@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.conftest import CAT
-from tests.app_api import fn_index, raw_event
+from tests.app_api import fn_index, raw_event, scores_of
 
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")
 VOC_LABEL = "VOC model (20 classes)"
@@ -61,7 +61,7 @@ def test_every_control_is_checked_on_every_event(app, control, value, start):
     assert_one_line(out[0], start, "analyse")
     assert out[1] is None                                              # no scores
     out = raw_event(app, fn_index(app, "on_image"), [cat, VOC_LABEL, *good, None], session)
-    assert out[1]["names"], out[0]                                     # the session has an image
+    assert scores_of(out)["names"], out[0]                             # the session has an image
     for fn in ("on_changes", "on_downloads"):                          # /refresh, chained, files
         out = raw_event(app, fn_index(app, fn), [*bad, "dog"], session)
         assert_one_line(out[0 if fn == "on_changes" else 1], start, fn)

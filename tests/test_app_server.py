@@ -36,7 +36,14 @@ REFRESH = ["status", "heatmaps", "closeup", "weights", "focus", "evidence"]
 def analyse(client, path, model=VOC_LABEL, **controls):
     c = {**CONTROLS, **controls}
     out = client.predict(gradio_client.handle_file(str(path)), model, *c.values(), api_name="/analyse")
-    return dict(zip(ANALYSE, out))
+    return named(ANALYSE, out)
+
+
+def named(outputs, out):
+    """An answer's outputs by name; the scores view's value (JSON text) parsed."""
+    answer = dict(zip(outputs, out))
+    answer["scores"] = json.loads(answer["scores"]) if answer.get("scores") else None
+    return answer
 
 
 def refresh(client, **controls):
@@ -287,7 +294,7 @@ MODEL_OUTPUTS = ["model", "lam", "threshold", "top_k", "picked", "focus", "info"
 
 def choose_model(client, label):
     out = client.predict(label, 20, 0.5, "global", 0.1, 0.5, [], None, api_name="/choose_model")
-    return dict(zip(MODEL_OUTPUTS, out))
+    return named(MODEL_OUTPUTS, out)
 
 
 def test_model_choice_imagenet_classifier(app, client):
