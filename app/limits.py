@@ -294,17 +294,22 @@ def housekeeping(every_s, jobs, loop_jobs=()):
     app_kwargs={"lifespan": ...})."""
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        async def run(job, on_loop):
+            try:
+                if on_loop:
+                    job(app)
+                else:
+                    await anyio.to_thread.run_sync(job, app)
+            except Exception:  # noqa: BLE001 - housekeeping must never stop serving
+                log.exception("housekeeping job failed")
+
         async def loop():
             while True:
                 await asyncio.sleep(every_s)
-                for job in [*jobs, *loop_jobs]:
-                    try:
-                        if job in loop_jobs:
-                            job(app)
-                        else:
-                            await anyio.to_thread.run_sync(job, app)
-                    except Exception:  # noqa: BLE001 - housekeeping must never stop serving
-                        log.exception("housekeeping job failed")
+                for job in jobs:
+                    await run(job, on_loop=False)
+                for job in loop_jobs:
+                    await run(job, on_loop=True)
 
         task = asyncio.create_task(loop())
         try:

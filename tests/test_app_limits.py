@@ -348,3 +348,28 @@ def test_queue_entries_go_only_for_gone_sessions_with_nothing_pending():
     assert set(queue.pending_event_ids_session) == {"live", "busy", "unread"}
     assert set(queue.pending_messages_per_session) == {"live", "busy", "unread"}
     assert forget_queue_entries(SimpleNamespace(), live_sessions={}) == 0   # Gradio renamed them
+
+
+def test_housekeeping_runs_jobs_in_threads_and_loop_jobs_on_the_loop():
+    """Each round runs the jobs in worker threads, then the loop jobs on the event loop (where
+    Gradio's queue may be touched); a failing job is logged and the rounds go on."""
+    import asyncio
+
+    from app.limits import housekeeping
+    ran = []
+
+    def failing(app):
+        ran.append("failing")
+        raise RuntimeError("a job that fails")
+
+    async def main():
+        loop_thread = threading.get_ident()
+        jobs = [failing, lambda app: ran.append(("thread", threading.get_ident() != loop_thread))]
+        loop_jobs = [lambda app: ran.append(("loop", threading.get_ident() == loop_thread))]
+        async with housekeeping(0.01, jobs, loop_jobs)(app=None):
+            while ran.count(("loop", True)) < 3 and len(ran) < 30:
+                await asyncio.sleep(0.01)
+
+    asyncio.run(main())
+    assert ran[:3] == ["failing", ("thread", True), ("loop", True)], ran
+    assert ran.count(("loop", True)) >= 3 and ran.count("failing") >= 3, ran
