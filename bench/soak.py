@@ -195,7 +195,7 @@ def phase_refresh(server, args, rows, result, goals):
     client.close()
     added = end - start
     rows.append(("refresh", f"{args.refreshes} /refresh in one session (after 100 warm-up)",
-                 f"{start:.0f} -> {end:.0f}", f"+{added:.1f} MB", "< 20 MB added",
+                 f"{start:.0f} -> {end:.0f}", f"{added:+.1f} MB", "< 20 MB added",
                  "met" if added < 20 else "MISSED", f"{seconds:.0f} s"))
     result["refresh_added_mb"] = f"{added:.1f}"
     goals["refresh"] = added < 20
